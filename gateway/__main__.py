@@ -1,0 +1,5 @@
+"""Run the localmcp command line: ``python -m localmcp``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The servers of the suite, one sub-package each."""

@@ -1,0 +1,1 @@
+"""Inference server: local models through Ollama or OpenAI-compatible engines."""

@@ -1,0 +1,1 @@
+"""Shared library: config, errors, logging, server factory, backends, documents."""
