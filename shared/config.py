@@ -50,7 +50,9 @@ class BackendSettings(BaseModel):
         description="Engine address. Ollama: host[:port] (else OLLAMA_HOST). OpenAI-compatible: "
         "http://host:port/v1.",
     )
-    api_key: SecretStr | None = Field(None, description="Bearer token for OpenAI-compatible engines.")
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token for OpenAI-compatible engines."
+    )
     model: str | None = Field(None, description="Default chat model; else the engine's first.")
     embed_model: str | None = Field(None, description="Default embedding model.")
     embed_pooling: Literal["mean", "none"] = Field(

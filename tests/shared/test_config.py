@@ -22,7 +22,7 @@ def test_toml_sections_are_read(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
         '[backend]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
-        '[kb]\nread_only = true\nchunk_size = 800\n',
+        "[kb]\nread_only = true\nchunk_size = 800\n",
         encoding="utf-8",
     )
     settings = load_settings(config)
