@@ -81,6 +81,8 @@ class ChatChunk(BaseModel):
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    #: on the final chunk of a reply asked for with a JSON schema: the validated value
+    parsed: Any = None
 
 
 class ChatResult(BaseModel):
@@ -93,6 +95,22 @@ class ChatResult(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     seconds: float | None = None
+    #: the validated JSON value when a schema was requested
+    parsed: Any = None
+
+
+class Embeddings(BaseModel):
+    """Vectors for a batch of texts and how they were made."""
+
+    model: str
+    vectors: list[list[float]]
+    #: "engine" (the engine pooled them) or "mean" (per-token vectors pooled here)
+    pooling: str = "engine"
+
+    @property
+    def dimension(self) -> int:
+        """Length of each vector (0 for an empty batch)."""
+        return len(self.vectors[0]) if self.vectors else 0
 
 
 class Backend(abc.ABC):
@@ -102,6 +120,10 @@ class Backend(abc.ABC):
     kind: str
     #: where the engine listens, for messages and logs
     base_url: str
+    #: model used when a call names none (``backend.model``); else the engine's first
+    default_model: str | None = None
+    #: embedding model used when a call names none (``backend.embed_model``)
+    default_embed_model: str | None = None
 
     @abc.abstractmethod
     async def list_models(self) -> list[ModelInfo]:
@@ -146,6 +168,41 @@ class Backend(abc.ABC):
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         """One vector per input text, in order."""
 
+    async def embed_batch(self, model: str, texts: list[str]) -> Embeddings:
+        """Like ``embed`` but also says how the vectors were pooled."""
+        return Embeddings(model=model, vectors=await self.embed(model, texts))
+
+    async def chat(
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        options: GenerationOptions | None = None,
+        json_schema: dict[str, Any] | None = None,
+        think: bool | None = None,
+    ) -> ChatResult:
+        """The whole reply of ``chat_stream`` at once."""
+        return await collect(
+            model, self.chat_stream(model, messages, options, json_schema=json_schema, think=think)
+        )
+
+    async def resolve_model(self, model: str | None, *, purpose: str = "chat") -> str:
+        """The model to use: the one asked for, else the configured default, else the first."""
+        from ..errors import NotFound
+
+        if model:
+            return model
+        configured = self.default_embed_model if purpose == "embed" else None
+        configured = configured or self.default_model
+        if configured:
+            return configured
+        models = await self.list_models()
+        if not models:
+            raise NotFound(
+                f"the {self.kind} engine at {self.base_url} has no models.",
+                hint="Pull or load a model in the engine (Ollama: pull_model), then retry.",
+            )
+        return models[0].name
+
     async def rerank(self, model: str, query: str, documents: list[str]) -> list[float]:
         """Relevance score per document; engines without a rerank endpoint refuse."""
         from ..errors import Unsupported
@@ -157,3 +214,38 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
         """Release connections."""
+
+
+async def collect(model: str, stream: AsyncIterator[ChatChunk]) -> ChatResult:
+    """Gather a stream of chunks into one ``ChatResult``; the stream is closed either way."""
+    import time
+
+    started = time.monotonic()
+    content: list[str] = []
+    thinking: list[str] = []
+    last = ChatChunk()
+    try:
+        async for chunk in stream:
+            content.append(chunk.content)
+            thinking.append(chunk.thinking)
+            if chunk.done:
+                last = chunk
+    finally:
+        await aclose_stream(stream)
+    return ChatResult(
+        model=model,
+        content="".join(content),
+        thinking="".join(thinking) or None,
+        finish_reason=last.finish_reason,
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        seconds=round(time.monotonic() - started, 3),
+        parsed=last.parsed,
+    )
+
+
+async def aclose_stream(stream: AsyncIterator[Any]) -> None:
+    """Close an async generator (and the HTTP stream behind it) if it can be closed."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
