@@ -60,6 +60,87 @@ def serve(
     run_server(server, "http" if http else "stdio", http=settings.http)
 
 
+@app.command()
+def demo(
+    question: Annotated[
+        str | None, typer.Option("--question", "-q", help="What to ask the model.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 96,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show server logs.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the inference server on a real engine and call each of its tools once.
+
+    With no engine configured, installs and starts the bundled llama.cpp engine first.
+    """
+    import anyio
+    from rich.console import Console
+
+    from .demo import DemoFailed, DemoOptions, run_demo
+    from .shared.config import load_settings
+    from .shared.logs import setup_logging
+
+    options = DemoOptions(max_tokens=max_tokens, config_path=config, verbose=verbose)
+    if question is not None:
+        options.question = question
+    try:
+        settings = load_settings(config)
+        setup_logging("INFO" if verbose else "WARNING")
+        anyio.run(run_demo, settings, options, Console(highlight=False))
+    except DemoFailed as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except LocalMCPError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def install(
+    client: Annotated[str, typer.Argument(help="MCP client: claude, cursor or vscode.")],
+    server: Annotated[
+        list[str] | None,
+        typer.Option("--server", "-s", help="Server to add (repeatable; default: inference)."),
+    ] = None,
+    config_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--config-path",
+            help="Client config file to edit (default: the client's usual place; Cursor and "
+            "VS Code use .cursor/mcp.json and .vscode/mcp.json in the current folder).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the merged file; write nothing.")
+    ] = False,
+) -> None:
+    """Add localmcp servers to an MCP client's configuration, keeping its other entries."""
+    import json
+
+    from .install import install as do_install
+
+    try:
+        result = do_install(
+            client, server or ["inference"], config_path=config_path, dry_run=dry_run
+        )
+    except LocalMCPError as exc:
+        _fail(exc)
+        return
+    if dry_run:
+        typer.echo(json.dumps(result.config, indent=2, ensure_ascii=False))
+        typer.echo(f"(dry run: {result.path} left unchanged)", err=True)
+        return
+    for name in result.added:
+        typer.echo(f"added {name} to {result.path}")
+    for name in result.replaced:
+        typer.echo(f"updated {name} in {result.path}")
+    if result.backup is not None:
+        typer.echo(f"previous file saved as {result.backup}")
+    typer.echo(f"Restart {result.client.title} to load the new servers.")
+
+
 def main() -> None:
     """Entry point for ``python -m localmcp``."""
     app(prog_name="localmcp")
