@@ -141,6 +141,39 @@ def install(
     typer.echo(f"Restart {result.client.title} to load the new servers.")
 
 
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Check Python, packages, the Milvus Lite build, the configured engine, GPUs and paths.
+
+    Exits 1 when a check failed (for example a configured engine that does not answer).
+    """
+    import json
+
+    import anyio
+    from rich.console import Console
+
+    from .doctor import collect_report, render, report_json
+    from .shared.config import load_settings
+    from .shared.logs import setup_logging
+
+    try:
+        settings = load_settings(config)
+        setup_logging("WARNING")
+        sections = anyio.run(collect_report, settings, config)
+    except LocalMCPError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(report_json(sections), indent=2, ensure_ascii=False))
+    else:
+        render(sections, Console(highlight=False))
+    if any(check.status == "fail" for section in sections for check in section.checks):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point for ``python -m localmcp``."""
     app(prog_name="localmcp")

@@ -81,7 +81,13 @@ class Printer:
 
     def line(self, text: str, style: str | None = None) -> None:
         """One line of text, never interpreted as markup."""
-        self.console.print(text, style=style if self.rich else None, markup=False, highlight=False)
+        self.console.print(
+            text,
+            style=style if self.rich else None,
+            markup=False,
+            highlight=False,
+            soft_wrap=not self.rich,
+        )
 
     def error(self, text: str) -> None:
         """A failure, clearly marked."""
