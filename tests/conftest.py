@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,23 @@ def skip_or_fail(message: str) -> None:
     if engine_required():
         pytest.fail(f"{message} (LOCALMCP_REQUIRE_ENGINE=1)")
     pytest.skip(message)
+
+
+@pytest.fixture(name="skip_or_fail", scope="session")
+def skip_or_fail_fixture() -> Callable[[str], None]:
+    """``skip_or_fail(message)`` for tests that need an external part (engine, Inspector)."""
+    return skip_or_fail
+
+
+@pytest.fixture
+def closed_engine_env() -> dict[str, str]:
+    """Backend settings naming an engine port that nothing listens on (never a default port)."""
+    from localmcp.engine import free_port
+
+    return {
+        "LOCALMCP_BACKEND__KIND": "openai",
+        "LOCALMCP_BACKEND__BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+    }
 
 
 @pytest.fixture(scope="session")
