@@ -98,7 +98,7 @@ async def connect_backend(
         roots = [f"http://127.0.0.1:{port}" for port in (probe_ports or DEFAULT_PROBE_PORTS)]
     tried: list[str] = []
     for root in roots:
-        found = await _probe(root, settings.probe_timeout)
+        found = await _probe(root, settings.probe_timeout, settings.api_key)
         tried.append(f"{root} ({found[1] if found[0] is None else found[0]})")
         if found[0] == "ollama":
             logger.info("backend auto: using Ollama at %s", root)
@@ -125,12 +125,13 @@ def _root_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-async def _probe(root: str, timeout: float) -> tuple[str | None, str]:
+async def _probe(root: str, timeout: float, api_key: Any = None) -> tuple[str | None, str]:
     """Which kind of engine answers at ``root``: ("ollama" | "openai" | None, what happened)."""
     import httpx
 
+    headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
             try:
                 home = await client.get(f"{root}/")
                 if "Ollama is running" in home.text:
