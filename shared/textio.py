@@ -45,6 +45,7 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 _NEVER_GUESS = ("utf_16", "utf_32", "utf_7")
 # Among equally good guesses, the one a Western or Chinese user most likely wrote.
 _PREFERRED = ("gb18030", "cp1252", "cp1251", "cp932", "big5", "euc_kr")
+_CHAOS_TOLERANCE = 0.1
 # Control bytes that do not occur in text (everything below 0x20 but tab, LF, FF, CR, ESC).
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))
 
@@ -207,8 +208,10 @@ def _decode_detected(data: bytes) -> str | None:
     matches = [m for m in from_bytes(data) if not m.encoding.startswith(_NEVER_GUESS)]
     if not matches:
         return None
+    # Short texts leave the detector torn between code pages (French read as Baltic cp1257);
+    # a common encoding nearly as clean as the best guess is the likelier truth.
     best_chaos = min(m.chaos for m in matches)
-    best = [m for m in matches if m.chaos <= best_chaos + 1e-9]
+    best = [m for m in matches if m.chaos <= best_chaos + _CHAOS_TOLERANCE]
     chosen = best[0]
     for name in _PREFERRED:
         hit = next((m for m in best if m.encoding == name), None)

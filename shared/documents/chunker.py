@@ -96,37 +96,37 @@ def chunk_document(doc: Document, *, size: int, overlap: int) -> list[Chunk]:
     overlap = min(overlap, size // 2)
 
     chunks: list[Chunk] = []
-    for span, path, blocks in _sections(doc, size):
-        for piece in _chunk_section(doc.text, span, blocks, size, overlap):
+    for path, blocks in _sections(doc, size):
+        for piece in _chunk_section(doc.text, blocks, size, overlap):
             chunks.append(Chunk(doc.text[piece.start : piece.end], path, len(chunks), piece.start))
     logger.debug("%s: %d chunks (size %d, overlap %d)", doc.source, len(chunks), size, overlap)
     return chunks
 
 
-def _sections(doc: Document, size: int) -> Iterator[tuple[_Span, tuple[str, ...], list[Block]]]:
-    """The document's sections as (span, heading path, blocks), tiny ones merged forward."""
+def _sections(doc: Document, size: int) -> Iterator[tuple[tuple[str, ...], list[Block]]]:
+    """The document's sections as (heading path, blocks), tiny ones merged forward."""
     fallback = (doc.title,) if doc.title else ()
     if doc.format == "pdf" and doc.pages:
         bounds = [offset for _, offset in doc.pages] + [len(doc.text)]
         for (number, offset), end in zip(doc.pages, bounds[1:], strict=True):
-            yield _Span(offset, end), (f"page {number}",), _paragraphs(doc.text, offset, end)
+            yield (f"page {number}",), _paragraphs(doc.text, offset, end)
         return
     if doc.format not in ("markdown", "html"):
-        yield _Span(0, len(doc.text)), fallback, _paragraphs(doc.text, 0, len(doc.text))
+        yield fallback, _paragraphs(doc.text, 0, len(doc.text))
         return
 
     tiny = max(1, size // _TINY_FRACTION)
     pending: list[Section] = []
     for section in parse_sections(doc.text):
         if pending and not _is_beneath(section, pending[-1]):
-            yield from _flush(doc.text, pending, fallback)
+            yield _merge(pending, fallback)
             pending = []
         pending.append(section)
         if len(doc.text[section.start : section.end].strip()) >= tiny:
-            yield from _flush(doc.text, pending, fallback)
+            yield _merge(pending, fallback)
             pending = []
     if pending:
-        yield from _flush(doc.text, pending, fallback)
+        yield _merge(pending, fallback)
 
 
 def _is_beneath(section: Section, parent: Section) -> bool:
@@ -135,13 +135,9 @@ def _is_beneath(section: Section, parent: Section) -> bool:
     return len(section.headings) > depth and section.headings[:depth] == parent.headings
 
 
-def _flush(
-    text: str, group: list[Section], fallback: tuple[str, ...]
-) -> Iterator[tuple[_Span, tuple[str, ...], list[Block]]]:
-    """One merged section: the span of ``group``, its deepest heading path, all its blocks."""
-    path = group[-1].path or fallback
-    blocks = [block for section in group for block in section.blocks]
-    yield _Span(group[0].start, group[-1].end), path, blocks
+def _merge(group: list[Section], fallback: tuple[str, ...]) -> tuple[tuple[str, ...], list[Block]]:
+    """One merged section: the deepest heading path of ``group`` and all its blocks."""
+    return group[-1].path or fallback, [block for section in group for block in section.blocks]
 
 
 def _paragraphs(text: str, start: int, end: int) -> list[Block]:
@@ -160,9 +156,7 @@ class _Piece:
     rank: int
 
 
-def _chunk_section(
-    text: str, span: _Span, blocks: list[Block], size: int, overlap: int
-) -> Iterator[_Span]:
+def _chunk_section(text: str, blocks: list[Block], size: int, overlap: int) -> Iterator[_Span]:
     """Chunks of one section: cut into pieces, pack them, add the overlap, trim whitespace."""
     budget = size - overlap
     pieces: list[_Piece] = []
@@ -177,14 +171,14 @@ def _chunk_section(
             _cut(text, block.start, block.end, levels, budget, _BLOCK, pieces)
 
     previous: _Span | None = None
-    for packed in _pack(pieces, first_limit=size, limit=budget):
+    for raw in _pack(pieces, first_limit=size, limit=budget):
+        packed = _trim(text, raw)
+        if packed.length == 0:
+            continue
         start = packed.start
         if previous is not None and overlap:
             start = _overlap_start(text, previous, packed, min(overlap, size - packed.length))
-        chunk = _trim(text, _Span(start, packed.end))
-        if chunk.length == 0:
-            continue
-        yield chunk
+        yield _trim(text, _Span(start, packed.end))
         previous = packed
 
 

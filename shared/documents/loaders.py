@@ -49,6 +49,8 @@ _CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
 _TITLE_CHARS = 200
+# Titles PDF producers write when the author gave none.
+_PLACEHOLDER_TITLES = frozenset({"untitled", "untitled document", "document", "title"})
 
 # pdfium is not thread-safe; loaders may run in several worker threads at once.
 _PDFIUM_LOCK = threading.Lock()
@@ -176,12 +178,14 @@ def _converter() -> Any:
     if _CONVERTER is None:
         from markdownify import MarkdownConverter
 
-        class _Converter(MarkdownConverter):  # type: ignore[misc]  # untyped library class
+        class _Converter(MarkdownConverter):
             def convert_a(self, el: Any, text: str, parent_tags: Any) -> str:
                 href = str(el.get("href") or "")
                 if not href.startswith(("http://", "https://", "mailto:", "ftp://")):
                     return text
-                return str(super().convert_a(el, text, parent_tags))
+                # The package's stub omits the convert_* methods it defines.
+                convert = MarkdownConverter.convert_a  # pyright: ignore[reportAttributeAccessIssue]
+                return str(convert(self, el, text, parent_tags))
 
             def convert_img(self, el: Any, text: str, parent_tags: Any) -> str:
                 return str(el.get("alt") or "")
@@ -280,13 +284,16 @@ def _read_pdf(data: bytes, source: str) -> tuple[str, str, list[tuple[int, int]]
     warnings: list[str] = []
     unreadable = sorted(drawn)
     if unreadable:
-        noun = "page" if len(unreadable) == 1 else "pages"
-        verb = "has" if len(unreadable) == 1 else "have"
+        one = len(unreadable) == 1
+        noun, verb, whose = ("page", "has", "its") if one else ("pages", "have", "their")
         warnings.append(
-            f"{noun} {_ranges(unreadable)} {verb} no text layer (scanned?); their content is "
+            f"{noun} {_ranges(unreadable)} {verb} no text layer (scanned?); {whose} content is "
             "not searchable until the PDF is OCRed"
         )
-    title = " ".join(meta_title.split()) or _title_from_text(text, markdown=False)
+    title = " ".join(meta_title.split())
+    if title.lower() in _PLACEHOLDER_TITLES:
+        title = ""
+    title = title or _title_from_text(text, markdown=False)
     return title, text, pages, warnings
 
 

@@ -39,8 +39,8 @@ class Section:
 
     @property
     def path(self) -> tuple[str, ...]:
-        """The heading texts from the outermost down to this section's own heading."""
-        return tuple(text for _, text in self.headings)
+        """The heading texts from the outermost down to this section's own (empty ones left out)."""
+        return tuple(text for _, text in self.headings if text)
 
 
 @lru_cache(maxsize=1)
