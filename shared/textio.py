@@ -52,6 +52,12 @@ _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))
 _NEWLINES = re.compile(r"\r\n?|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _JUNK = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Han ideographs, CJK punctuation, fullwidth forms, and the dashes, quotes and ellipsis
+# GB18030 text uses: what GB18030-decoded Chinese consists of.
+_CJK = re.compile(
+    "[\u4e00-\u9fff\u3400-\u4dbf\u3000-\u303f\uff00-\uffef\u2010-\u2027\U00020000-\U0002ffff]"
+)
+_PLAUSIBILITY_CHARS = 200_000
 
 
 def resolve_under_roots(path: str | Path, roots: Sequence[Path]) -> Path:
@@ -79,7 +85,7 @@ def resolve_under_roots(path: str | Path, roots: Sequence[Path]) -> Path:
     else:
         candidates = [Path(os.path.realpath(root / raw)) for root in real_roots]
 
-    inside = [c for c in candidates if any(c.is_relative_to(r) for r in real_roots)]
+    inside = [c for c in candidates if any(_is_under(c, r) for r in real_roots)]
     if not inside:
         shown = ", ".join(str(r) for r in real_roots)
         resolved = f" (it resolves to {str(candidates[0])!r})" if raw.is_absolute() else ""
@@ -97,6 +103,11 @@ def resolve_under_roots(path: str | Path, roots: Sequence[Path]) -> Path:
         hint="Check the spelling; relative paths are taken relative to the allowed roots.",
         path=str(path),
     )
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    """``path`` is ``root`` or inside it (case-folded where the file system folds case)."""
+    return Path(os.path.normcase(path)).is_relative_to(Path(os.path.normcase(root)))
 
 
 def clean_text(text: str) -> str:
@@ -141,6 +152,9 @@ def decode_bytes(data: bytes, *, source: str) -> str:
                 ) from exc
 
     if looks_binary(data):
+        text = _decode_bomless_utf16(data)
+        if text is not None:
+            return text
         raise BadInput(
             f"{source}: looks binary (NUL or control bytes), not a text document.",
             hint="Only Markdown, plain text, HTML and PDF files can be ingested; check the "
@@ -156,7 +170,7 @@ def decode_bytes(data: bytes, *, source: str) -> str:
     # Mostly valid multi-byte UTF-8 with a few bad bytes is broken UTF-8, not a legacy file.
     lenient = data.decode("utf-8", errors="replace")
     invalid = lenient.count("\ufffd")
-    valid = sum(1 for ch in lenient if ord(ch) > 127) - invalid
+    valid = len(lenient) - len(lenient.encode("ascii", "ignore")) - invalid
     if valid >= invalid:
         raise BadInput(
             f"{source}: invalid UTF-8 at byte {first_error} ({invalid} bad sequence(s)).",
@@ -175,30 +189,34 @@ def decode_bytes(data: bytes, *, source: str) -> str:
     return text
 
 
+def _decode_bomless_utf16(data: bytes) -> str | None:
+    """UTF-16 written without a BOM: NULs on one side of nearly every byte pair."""
+    sample = data[: _SNIFF_BYTES & ~1]
+    if len(sample) < 4 or len(data) % 2:
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    pairs = len(sample) // 2
+    for nuls, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if nuls >= 0.6 * pairs and other <= 0.02 * pairs:
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError:
+                return None
+            return None if _JUNK.search(text) else text
+    return None
+
+
 def _decode_chinese(data: bytes) -> str | None:
     """GB18030 (a superset of GBK and GB2312) when it decodes and reads as Chinese."""
     try:
         text = data.decode("gb18030")
     except UnicodeDecodeError:
         return None
-    wide = [ch for ch in text if ord(ch) > 127]
+    sample = text[:_PLAUSIBILITY_CHARS]
+    wide = len(sample) - len(sample.encode("ascii", "ignore"))
     if not wide:
         return None
-    cjk = sum(1 for ch in wide if _is_cjk_or_fullwidth(ch))
-    return text if cjk >= 0.8 * len(wide) else None
-
-
-def _is_cjk_or_fullwidth(ch: str) -> bool:
-    """Han ideographs, CJK punctuation and fullwidth forms."""
-    code = ord(ch)
-    return (
-        0x4E00 <= code <= 0x9FFF
-        or 0x3400 <= code <= 0x4DBF
-        or 0x3000 <= code <= 0x303F
-        or 0xFF00 <= code <= 0xFFEF
-        or 0x2010 <= code <= 0x2027  # dashes, quotes, ellipsis as GB18030 writes them
-        or 0x20000 <= code <= 0x2FFFF
-    )
+    return text if len(_CJK.findall(sample)) >= 0.8 * wide else None
 
 
 def _decode_detected(data: bytes) -> str | None:

@@ -201,8 +201,13 @@ def _converter() -> Any:
 
 
 def _decode_html(data: bytes, source: str) -> str:
-    """Decode HTML, trusting a ``<meta charset>`` declaration when the bytes agree with it."""
+    """Decode HTML: BOM, valid UTF-8, then a ``<meta charset>`` the bytes agree with, then
+    detection."""
     if not data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
         match = _CHARSET.search(data[:4096])
         if match:
             declared = match.group(1).decode("ascii", "replace").lower()

@@ -43,11 +43,23 @@ class Section:
         return tuple(text for _, text in self.headings if text)
 
 
+# The first heading is looked for in this much text, enough for any real title.
+_TITLE_WINDOW = 65_536
+
+
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
+    """Block structure only: inline parsing (half the cost) is done for heading text alone."""
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark").enable("table")
+    return MarkdownIt("commonmark").enable("table").disable("inline")
+
+
+@lru_cache(maxsize=1)
+def _inline_parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark")
 
 
 def line_offsets(text: str) -> list[int]:
@@ -58,14 +70,19 @@ def line_offsets(text: str) -> list[int]:
 def _inline_text(token: Token) -> str:
     """Plain text of an inline token: markup dropped, code spans and image alt text kept."""
     parts: list[str] = []
+    for inline in _inline_parser().parseInline(token.content):
+        _collect_text(inline, parts)
+    return " ".join("".join(parts).split())
+
+
+def _collect_text(token: Token, parts: list[str]) -> None:
     for child in token.children or []:
         if child.type in ("text", "code_inline"):
             parts.append(child.content)
         elif child.type in ("softbreak", "hardbreak"):
             parts.append(" ")
         elif child.type == "image":
-            parts.append(_inline_text(child))
-    return " ".join("".join(parts).split())
+            _collect_text(child, parts)
 
 
 def parse_sections(text: str) -> list[Section]:
@@ -118,7 +135,13 @@ def _fill_gaps(section: Section) -> None:
 
 
 def first_heading(text: str) -> str | None:
-    """The text of the first level-1 heading, else of the first heading, else ``None``."""
+    """The text of the first level-1 heading, else of the first heading, else ``None``.
+
+    Only the start of the text is searched (a title is at the top).
+    """
+    if len(text) > _TITLE_WINDOW:
+        cut = text.rfind("\n", 0, _TITLE_WINDOW)
+        text = text[: cut if cut > 0 else _TITLE_WINDOW]
     tokens = _parser().parse(text)
     found: str | None = None
     for index, token in enumerate(tokens):

@@ -264,6 +264,12 @@ def test_html_declared_as_gbk_is_decoded_by_its_meta_charset(tmp_path: Path) -> 
     assert chunk_document(doc, size=1000, overlap=0)[-1].heading_path[-1] == "7.2. 如何删除软件包？"
 
 
+def test_utf8_html_with_a_wrong_latin1_declaration_is_read_as_utf8(tmp_path: Path) -> None:
+    page = PAGE.format(second="Café", body="Grüße, 中文。").replace("utf-8", "iso-8859-1")
+    doc = load_document(_write(tmp_path / "lying.html", page), max_bytes=LIMIT)
+    assert "Grüße, 中文。" in doc.text
+
+
 def test_html_without_content_is_refused(tmp_path: Path) -> None:
     page = "<html><head><title>t</title><script>x()</script></head><body><nav>m</nav></body>"
     with pytest.raises(BadInput, match="no text content"):

@@ -114,6 +114,13 @@ def test_sibling_folder_sharing_the_root_prefix_is_outside(tmp_path: Path) -> No
         resolve_under_roots(sibling / "s.md", [root])
 
 
+def test_root_itself_resolves_with_or_without_a_trailing_slash(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    assert resolve_under_roots(root, [root]) == root.resolve()
+    assert resolve_under_roots(f"{root}/", [root]) == root.resolve()
+
+
 def test_missing_file_inside_a_root_is_not_found(tree: dict[str, Path]) -> None:
     with pytest.raises(NotFound, match="does not exist"):
         resolve_under_roots(tree["root"] / "a" / "missing.md", [tree["root"]])
@@ -190,6 +197,12 @@ def test_binary_data_is_refused_as_binary() -> None:
 def test_nul_heavy_data_is_refused_as_binary() -> None:
     with pytest.raises(BadInput, match="looks binary"):
         decode_bytes(b"text\x00\x00\x00\x00more\x00\x00text" * 10, source="nul.txt")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_recognised_by_its_nul_pattern(encoding: str) -> None:
+    text = "# Notes\nPlain ASCII mostly, with 中文 too.\n" * 5
+    assert decode_bytes(text.encode(encoding), source="u16.txt") == text
 
 
 def test_broken_utf16_after_a_bom_is_refused() -> None:
