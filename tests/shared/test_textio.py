@@ -121,6 +121,12 @@ def test_root_itself_resolves_with_or_without_a_trailing_slash(tmp_path: Path) -
     assert resolve_under_roots(f"{root}/", [root]) == root.resolve()
 
 
+@pytest.mark.parametrize("bad", ["", "a\x00b.md"])
+def test_empty_or_nul_path_is_bad_input(tree: dict[str, Path], bad: str) -> None:
+    with pytest.raises(BadInput, match="invalid path"):
+        resolve_under_roots(bad, [tree["root"]])
+
+
 def test_missing_file_inside_a_root_is_not_found(tree: dict[str, Path]) -> None:
     with pytest.raises(NotFound, match="does not exist"):
         resolve_under_roots(tree["root"] / "a" / "missing.md", [tree["root"]])
