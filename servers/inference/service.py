@@ -216,7 +216,9 @@ class InferenceService:
                 if step.total:
                     largest = max(largest or 0, step.total)
                 now = time.monotonic()
-                if status != last_status or now - last_sent >= PULL_EVERY_S or status == "success":
+                layer_done = bool(step.total) and step.completed == step.total
+                changed = status != last_status or layer_done
+                if changed or now - last_sent >= PULL_EVERY_S:
                     message = status
                     if step.total and step.completed is not None:
                         message += f" {100 * step.completed / step.total:.0f}%"
