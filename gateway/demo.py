@@ -40,12 +40,12 @@ class DemoOptions:
     max_tokens: int = 96
     fit_model_args: dict[str, Any] = field(
         default_factory=lambda: {
-            "parameters_b": 32,
-            "quantization": "q4_k_m",
+            "model": "qwen2.5:32b",
             "context": 8192,
             "gpu_memory_gb": 22,
         }
     )
+    fit_quantizations: list[str] = field(default_factory=lambda: ["Q4_K_M", "F16"])
     embed_texts: list[str] = field(default_factory=lambda: list(DEFAULT_EMBED_TEXTS))
     config_path: Path | None = None
     call_timeout: float = 600.0
@@ -71,9 +71,16 @@ class Printer:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.rich = console.is_terminal
+        self._midline = False
+
+    def _end_stream(self) -> None:
+        if self._midline:
+            self.console.file.write("\n")
+            self._midline = False
 
     def heading(self, text: str) -> None:
         """A step heading."""
+        self._end_stream()
         if self.rich:
             self.console.rule(f"[bold]{text}")
         else:
@@ -81,6 +88,7 @@ class Printer:
 
     def line(self, text: str, style: str | None = None) -> None:
         """One line of text, never interpreted as markup."""
+        self._end_stream()
         self.console.print(
             text,
             style=style if self.rich else None,
@@ -95,6 +103,7 @@ class Printer:
 
     def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
         """Rows of values under named columns."""
+        self._end_stream()
         if self.rich:
             table = Table(title=title, title_justify="left")
             for col in columns:
@@ -113,6 +122,7 @@ class Printer:
 
     def mapping(self, title: str, data: dict[str, Any]) -> None:
         """A record as key/value pairs."""
+        self._end_stream()
         if self.rich:
             table = Table.grid(padding=(0, 2))
             table.add_column(style="bold cyan")
@@ -129,6 +139,7 @@ class Printer:
         """Append streamed text to the current line."""
         self.console.file.write(text)
         self.console.file.flush()
+        self._midline = True
 
 
 def _cell(value: Any) -> str:
@@ -194,6 +205,11 @@ def server_parameters(endpoint: Endpoint, options: DemoOptions) -> Any:
     return StdioServerParameters(command=sys.executable, args=args, env=env)
 
 
+def _one_line(text: str, limit: int = 110) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def _leaf(exc: BaseException) -> BaseException:
     """The one real error inside nested single-member exception groups."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -248,7 +264,8 @@ class Session:
             return None
         seconds = time.monotonic() - began
         if result.is_error:
-            self._fail(name, _text_of(result) or "the tool reported an error with no message")
+            message = _text_of(result).removeprefix(f"Error executing tool {name}: ")
+            self._fail(name, message or "the tool reported an error with no message")
             return None
         self.printer.line(f"{name} answered in {seconds:.2f} s", style="dim")
         return _structured(result)
@@ -256,6 +273,9 @@ class Session:
     def _fail(self, name: str, message: str) -> None:
         self.failures.append(name)
         self.printer.error(f"{name}: {message}")
+
+
+_FIT_COLUMNS = ["fits", "weights_gb", "kv_cache_gb", "needed_gb", "available_gb", "max_context"]
 
 
 def _models_rows(data: dict[str, Any]) -> list[list[Any]]:
@@ -282,10 +302,7 @@ async def run_tools(client: Any, printer: Printer, options: DemoOptions) -> list
     printer.table(
         f"{len(tools)} tools",
         ["tool", "description"],
-        [
-            [t.name, (t.description or "").strip().splitlines()[0] if t.description else ""]
-            for t in tools
-        ],
+        [[t.name, _one_line(t.description or "")] for t in tools],
     )
 
     printer.heading("list_models")
@@ -311,9 +328,21 @@ async def run_tools(client: Any, printer: Printer, options: DemoOptions) -> list
         printer.mapping("loaded_models", loaded)
 
     printer.heading("fit_model")
-    fit = await session.call("fit_model", dict(options.fit_model_args))
-    if fit is not None:
-        printer.mapping(f"fit_model {json.dumps(options.fit_model_args)}", fit)
+    fits: list[list[Any]] = []
+    advice: list[str] = []
+    for quantization in options.fit_quantizations:
+        args = {**options.fit_model_args, "quantization": quantization}
+        fit = await session.call("fit_model", args)
+        if fit is not None:
+            fits.append([quantization, *(fit.get(k) for k in _FIT_COLUMNS)])
+            advice.append(f"{quantization}: {fit.get('advice', '')}")
+    printer.table(
+        f"fit_model {json.dumps(options.fit_model_args, ensure_ascii=False)}",
+        ["quant", "fits", "weights GB", "KV GB", "needed GB", "GPU GB", "max context"],
+        fits,
+    )
+    for line in advice:
+        printer.line(line)
 
     printer.heading("chat (streaming)")
     printer.line(f"Q: {options.question}")
@@ -334,11 +363,9 @@ async def run_tools(client: Any, printer: Printer, options: DemoOptions) -> list
         {"prompt": options.question, "max_tokens": options.max_tokens, "temperature": 0.2},
         progress=on_progress,
     )
-    if streamed:
-        printer.stream("\n")
     printer.line(f"progress notifications received: {notifications}", style="dim")
     if chat is not None:
-        answer = chat.get("content") or chat.get("response") or ""
+        answer = chat.get("content") or ""
         if not str(answer).strip():
             printer.error("chat: the answer is empty")
             session.failures.append("chat")
@@ -348,8 +375,8 @@ async def run_tools(client: Any, printer: Printer, options: DemoOptions) -> list
     printer.heading("embed")
     embedded = await session.call("embed", {"texts": options.embed_texts})
     if embedded is not None:
-        vectors = embedded.get("embeddings") or embedded.get("vectors") or []
-        summary = {k: v for k, v in embedded.items() if k not in ("embeddings", "vectors")}
+        vectors = embedded.get("vectors") or []
+        summary = {k: v for k, v in embedded.items() if k != "vectors"}
         rows = [
             [text, len(vec), ", ".join(f"{x:.3f}" for x in vec[:4]) + ", ..."]
             for text, vec in zip(options.embed_texts, vectors, strict=False)
