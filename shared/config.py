@@ -120,7 +120,7 @@ class KBSettings(BaseModel):
         None, description="Embedding model; unset means keyword (BM25) search only."
     )
     embed_batch: int = Field(32, gt=0)
-    chunk_size: int = Field(1200, ge=100, description="Target chunk size in characters.")
+    chunk_size: int = Field(1200, ge=100, le=16_000, description="Target chunk size in characters.")
     chunk_overlap: int = Field(150, ge=0, description="Characters shared by adjacent chunks.")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are refused.")
     include: list[str] = Field(
@@ -134,6 +134,17 @@ class KBSettings(BaseModel):
     rerank_candidates: int = Field(30, gt=0)
     ask_model: str | None = Field(None, description="Chat model for kb_ask; else the backend's.")
     ask_context_chars: int = Field(12_000, gt=0, description="Source text sent to kb_ask's model.")
+    ask_top_k: int = Field(6, ge=1, le=50, description="Chunks kb_ask retrieves by default.")
+    ask_min_similarity: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Cosine similarity a dense match needs to count as relevant in kb_ask "
+        "when no keyword matches; unset: only keyword matches count.",
+    )
+    max_query_chars: int = Field(
+        4000, gt=0, description="Longest search query or question accepted, in characters."
+    )
 
 
 class Settings(BaseSettings):
