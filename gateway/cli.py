@@ -17,6 +17,10 @@ app = typer.Typer(
     add_completion=True,
 )
 
+from .kb_cli import kb_app  # noqa: E402  (the sub-app registers after the root exists)
+
+app.add_typer(kb_app)
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (default: per-user path).")
 ]
