@@ -345,18 +345,26 @@ def estimate(arch: Architecture, bits: float, context: int, element_bytes: float
 def largest_context(
     arch: Architecture, bits: float, element_bytes: float, available: int, limit: int | None
 ) -> int:
-    """The largest multiple of ``CONTEXT_STEP`` (up to ``limit``) that fits in ``available``."""
+    """The largest multiple of ``CONTEXT_STEP`` (up to ``limit``) that fits in ``available``.
+
+    The KV cache grows linearly with the context, so the answer is computed directly and then
+    checked against ``estimate`` (moving a step at a time) so it is exact despite rounding.
+    """
     top = (limit or SEARCH_LIMIT) // CONTEXT_STEP
-    if top < 1 or estimate(arch, bits, CONTEXT_STEP, element_bytes).total > available:
+
+    def fits(steps: int) -> bool:
+        return estimate(arch, bits, steps * CONTEXT_STEP, element_bytes).total <= available
+
+    if top < 1 or not fits(1):
         return 0
-    low, high = 1, top  # invariant: low fits
-    while low < high:
-        mid = (low + high + 1) // 2
-        if estimate(arch, bits, mid * CONTEXT_STEP, element_bytes).total <= available:
-            low = mid
-        else:
-            high = mid - 1
-    return low * CONTEXT_STEP
+    fixed = estimate(arch, bits, 0, element_bytes).total
+    per_step = kv_cache_bytes(arch, CONTEXT_STEP, element_bytes) or 1
+    steps = max(1, min(top, (available - fixed) // per_step))
+    while steps > 1 and not fits(steps):
+        steps -= 1
+    while steps < top and fits(steps + 1):
+        steps += 1
+    return steps * CONTEXT_STEP
 
 
 # -- GPU memory -----------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
@@ -28,7 +28,9 @@ from .models import (
     ModelList,
     PullResult,
 )
-from .service import InferenceService, generation_options
+
+if TYPE_CHECKING:
+    from .service import InferenceService
 
 VERSION = "0.1.0"
 
@@ -86,15 +88,29 @@ READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
 
 def build_server(settings: Settings) -> MCPServer[Any]:
-    """The inference server; the engine is connected on the first tool call."""
-    service = InferenceService(settings)
+    """The inference server; its core is imported and the engine connected on first use."""
+    made: list[InferenceService] = []
+
+    def core() -> InferenceService:
+        # Imported here so start-up (to `initialize`) skips the engine layer entirely.
+        if not made:
+            from .service import InferenceService
+
+            made.append(InferenceService(settings))
+        return made[0]
+
+    def options(**values: Any) -> Any:
+        from .service import generation_options
+
+        return generation_options(**values)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
         try:
             yield None
         finally:
-            await service.aclose()
+            if made:
+                await made[0].aclose()
 
     server = create_server(
         "inference", version=VERSION, instructions=INSTRUCTIONS, lifespan=lifespan
@@ -104,7 +120,7 @@ def build_server(settings: Settings) -> MCPServer[Any]:
     @tool_errors
     async def list_models() -> ModelList:
         """List the models the engine can serve, with size, family and quantisation."""
-        return await service.list_models()
+        return await core().list_models()
 
     @server.tool(annotations=READ_ONLY)
     @tool_errors
@@ -112,13 +128,13 @@ def build_server(settings: Settings) -> MCPServer[Any]:
         model: Annotated[str, Field(description="Model name from list_models.")],
     ) -> ModelDetails:
         """Describe one model: family, parameter count, quantisation, context length, layers."""
-        return await service.show_model(model)
+        return await core().show_model(model)
 
     @server.tool(annotations=READ_ONLY)
     @tool_errors
     async def loaded_models() -> LoadedModels:
         """Models in the engine's memory now, with RAM / VRAM use and unload time (Ollama)."""
-        return await service.loaded_models()
+        return await core().loaded_models()
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=False, openWorldHint=True))
     @tool_errors
@@ -130,7 +146,7 @@ def build_server(settings: Settings) -> MCPServer[Any]:
     ) -> PullResult:
         """Download a model into the engine, reporting progress (Ollama only; other engines
         load models when they start)."""
-        return await service.pull_model(model, ProgressReporter(ctx, min_interval_s=0))
+        return await core().pull_model(model, ProgressReporter(ctx, min_interval_s=0))
 
     @server.tool(annotations=READ_ONLY)
     @tool_errors
@@ -161,7 +177,7 @@ def build_server(settings: Settings) -> MCPServer[Any]:
         """Ask a local model: a conversation (messages) or one prompt. Streams progress with
         the text so far; returns the answer, any reasoning apart, and parsed JSON if a schema
         was given."""
-        options = generation_options(
+        opts = options(
             temperature=temperature,
             seed=seed,
             top_p=top_p,
@@ -169,12 +185,12 @@ def build_server(settings: Settings) -> MCPServer[Any]:
             max_tokens=max_tokens,
             stop=stop,
         )
-        return await service.chat(
+        return await core().chat(
             messages=messages,
             prompt=prompt,
             system=system,
             model=model,
-            options=options,
+            options=opts,
             json_schema=json_schema,
             think=think,
             progress=ProgressReporter(ctx, min_interval_s=0),
@@ -198,7 +214,7 @@ def build_server(settings: Settings) -> MCPServer[Any]:
     ) -> ChatAnswer:
         """Complete a prompt with the engine's completion endpoint (Ollama applies the model's
         template; OpenAI-compatible engines continue the text as written). Streams progress."""
-        options = generation_options(
+        opts = options(
             temperature=temperature,
             seed=seed,
             top_p=top_p,
@@ -206,11 +222,11 @@ def build_server(settings: Settings) -> MCPServer[Any]:
             max_tokens=max_tokens,
             stop=stop,
         )
-        return await service.generate(
+        return await core().generate(
             prompt=prompt,
             system=system,
             model=model,
-            options=options,
+            options=opts,
             json_schema=json_schema,
             think=think,
             progress=ProgressReporter(ctx, min_interval_s=0),
@@ -228,7 +244,7 @@ def build_server(settings: Settings) -> MCPServer[Any]:
         ] = None,
     ) -> EmbedResult:
         """Turn texts into embedding vectors; says the dimension and how they were pooled."""
-        return await service.embed(texts, model)
+        return await core().embed(texts, model)
 
     @server.tool(annotations=READ_ONLY)
     @tool_errors
@@ -274,7 +290,7 @@ def build_server(settings: Settings) -> MCPServer[Any]:
     ) -> FitReport:
         """Will a model fit the GPU? Weights + KV cache + overhead against GPU memory, with
         the breakdown in GB, the headroom and the largest context that fits."""
-        return await service.fit_model(
+        return await core().fit_model(
             model=model,
             quantization=quantization,
             context=context,
