@@ -41,46 +41,53 @@ class BackendSettings(BaseModel):
     """Which inference engine to talk to and how patiently."""
 
     kind: Literal["auto", "ollama", "openai"] = Field(
-        "auto",
+        default="auto",
         description="'ollama' (native API), 'openai' (any OpenAI-compatible engine) or 'auto' "
         "(probe Ollama on 11434, then 8000, 8080, 1234 on loopback).",
     )
     base_url: str | None = Field(
-        None,
+        default=None,
         description="Engine address. Ollama: host[:port] (else OLLAMA_HOST). OpenAI-compatible: "
         "http://host:port/v1.",
     )
     api_key: SecretStr | None = Field(
-        None, description="Bearer token for OpenAI-compatible engines."
+        default=None, description="Bearer token for OpenAI-compatible engines."
     )
-    model: str | None = Field(None, description="Default chat model; else the engine's first.")
-    embed_model: str | None = Field(None, description="Default embedding model.")
+    model: str | None = Field(
+        default=None, description="Default chat model; else the engine's first."
+    )
+    embed_model: str | None = Field(default=None, description="Default embedding model.")
     embed_pooling: Literal["mean", "none"] = Field(
-        "mean",
+        default="mean",
         description="What to do when an engine returns one vector per token (llama.cpp without "
         "pooling): 'mean' pools and L2-normalises them client-side; 'none' refuses.",
     )
-    connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
+    connect_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to establish a connection."
+    )
     read_timeout: float = Field(
-        300.0,
+        default=300.0,
         gt=0,
         description="Seconds to wait for the next bytes from the engine (first token included).",
     )
     generation_timeout: float = Field(
-        3600.0, gt=0, description="Upper bound in seconds for one whole generation."
+        default=3600.0, gt=0, description="Upper bound in seconds for one whole generation."
     )
-    retries: int = Field(2, ge=0, le=10, description="Retries on connection errors only.")
-    probe_timeout: float = Field(0.5, gt=0, description="Seconds per port when probing 'auto'.")
+    retries: int = Field(default=2, ge=0, le=10, description="Retries on connection errors only.")
+    probe_timeout: float = Field(
+        default=0.5, gt=0, description="Seconds per port when probing 'auto'."
+    )
 
 
 class HttpSettings(BaseModel):
     """Streamable HTTP transport: loopback by default, optional bearer token."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8765, ge=0, le=65535)
+    port: int = Field(default=8765, ge=0, le=65535)
     path: str = "/mcp"
     token: SecretStr | None = Field(
-        None, description="If set, every HTTP request must carry 'Authorization: Bearer TOKEN'."
+        default=None,
+        description="If set, every HTTP request must carry 'Authorization: Bearer TOKEN'.",
     )
     allowed_origins: list[str] = Field(
         default_factory=list, description="Extra Origin values allowed besides loopback ones."
@@ -91,13 +98,17 @@ class InferenceSettings(BaseModel):
     """Inference server section."""
 
     max_prompt_chars: int = Field(
-        2_000_000, gt=0, description="Longest prompt or message text accepted, in characters."
+        default=2_000_000,
+        gt=0,
+        description="Longest prompt or message text accepted, in characters.",
     )
     progress_every_tokens: int = Field(
-        16, gt=0, description="Send one progress notification per this many streamed chunks."
+        default=16,
+        gt=0,
+        description="Send one progress notification per this many streamed chunks.",
     )
     default_gpu_memory_gb: float | None = Field(
-        None, gt=0, description="GPU memory to assume in fit_model when NVML is absent."
+        default=None, gt=0, description="GPU memory to assume in fit_model when NVML is absent."
     )
 
 
@@ -105,45 +116,61 @@ class KBSettings(BaseModel):
     """Knowledge-base server section."""
 
     uri: str | None = Field(
-        None,
+        default=None,
         description="Milvus server / cluster / Zilliz URI. Unset: a Milvus Lite file in the data "
         "directory.",
     )
-    token: SecretStr | None = Field(None, description="Token for a Milvus server.")
-    db_path: Path | None = Field(None, description="Milvus Lite file; default DATA_DIR/kb.db.")
+    token: SecretStr | None = Field(default=None, description="Token for a Milvus server.")
+    db_path: Path | None = Field(
+        default=None, description="Milvus Lite file; default DATA_DIR/kb.db."
+    )
     default_collection: str = "default"
     allowed_roots: list[Path] = Field(
         default_factory=list, description="Only files under these folders may be ingested."
     )
-    read_only: bool = Field(False, description="Hide kb_ingest and kb_delete.")
+    read_only: bool = Field(default=False, description="Hide kb_ingest and kb_delete.")
     embed_model: str | None = Field(
-        None, description="Embedding model; unset means keyword (BM25) search only."
+        default=None, description="Embedding model; unset means keyword (BM25) search only."
     )
-    embed_batch: int = Field(32, gt=0)
-    chunk_size: int = Field(1200, ge=100, le=16_000, description="Target chunk size in characters.")
-    chunk_overlap: int = Field(150, ge=0, description="Characters shared by adjacent chunks.")
-    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are refused.")
+    embed_batch: int = Field(default=32, gt=0)
+    chunk_size: int = Field(
+        default=1200, ge=100, le=16_000, description="Target chunk size in characters."
+    )
+    chunk_overlap: int = Field(
+        default=150, ge=0, description="Characters shared by adjacent chunks."
+    )
+    max_file_mb: float = Field(
+        default=50.0, gt=0, description="Files larger than this are refused."
+    )
     include: list[str] = Field(
         default_factory=lambda: ["*.md", "*.markdown", "*.txt", "*.html", "*.htm", "*.pdf"]
     )
     exclude: list[str] = Field(default_factory=lambda: [".git/*", "node_modules/*", ".venv/*"])
     fusion: Literal["rrf", "weighted"] = "rrf"
-    rrf_k: int = Field(60, gt=0)
-    dense_weight: float = Field(0.5, ge=0, le=1, description="Weight of dense in 'weighted'.")
-    rerank_model: str | None = Field(None, description="Model for the engine's /v1/rerank.")
-    rerank_candidates: int = Field(30, gt=0)
-    ask_model: str | None = Field(None, description="Chat model for kb_ask; else the backend's.")
-    ask_context_chars: int = Field(12_000, gt=0, description="Source text sent to kb_ask's model.")
-    ask_top_k: int = Field(6, ge=1, le=50, description="Chunks kb_ask retrieves by default.")
+    rrf_k: int = Field(default=60, gt=0)
+    dense_weight: float = Field(
+        default=0.5, ge=0, le=1, description="Weight of dense in 'weighted'."
+    )
+    rerank_model: str | None = Field(default=None, description="Model for the engine's /v1/rerank.")
+    rerank_candidates: int = Field(default=30, gt=0)
+    ask_model: str | None = Field(
+        default=None, description="Chat model for kb_ask; else the backend's."
+    )
+    ask_context_chars: int = Field(
+        default=12_000, gt=0, description="Source text sent to kb_ask's model."
+    )
+    ask_top_k: int = Field(
+        default=6, ge=1, le=50, description="Chunks kb_ask retrieves by default."
+    )
     ask_min_similarity: float | None = Field(
-        None,
+        default=None,
         ge=-1,
         le=1,
         description="Cosine similarity a dense match needs to count as relevant in kb_ask "
         "when no keyword matches; unset: only keyword matches count.",
     )
     max_query_chars: int = Field(
-        4000, gt=0, description="Longest search query or question accepted, in characters."
+        default=4000, gt=0, description="Longest search query or question accepted, in characters."
     )
 
 
