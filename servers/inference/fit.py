@@ -386,7 +386,7 @@ class GpuMemory:
 def nvml_memory(index: int = 0) -> GpuMemory | None:
     """Total and free memory of GPU ``index`` from nvidia-ml-py; None without NVML or GPU."""
     try:
-        import pynvml
+        import pynvml  # type: ignore[import-not-found]  # optional: the "gpu" extra
     except ImportError:
         return None
     try:

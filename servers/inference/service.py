@@ -107,11 +107,10 @@ class InferenceService:
             self._lock = anyio.Lock()
         async with self._lock:
             if self._backend is None:
-                self._backend = await self._connect(self.settings.backend)
-                logger.info(
-                    "connected to %s engine at %s", self._backend.kind, self._backend.base_url
-                )
-        return self._backend
+                backend = await self._connect(self.settings.backend)
+                logger.info("connected to %s engine at %s", backend.kind, backend.base_url)
+                self._backend = backend
+            return self._backend
 
     async def aclose(self) -> None:
         """Close the engine connection; the next call reconnects."""

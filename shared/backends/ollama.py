@@ -210,7 +210,11 @@ class OllamaBackend(Backend):
         await anyio.sleep(delay)
 
     async def _stream(
-        self, open_stream: Callable[[], Awaitable[AsyncIterator[Any]]], *, model: str, what: str
+        self,
+        open_stream: Callable[[], Awaitable[AsyncIterator[Any]]],
+        *,
+        model: str | None,
+        what: str,
     ) -> AsyncIterator[Any]:
         """Yield the parts of an Ollama stream; reconnect only while nothing was received."""
         attempts = self.settings.retries + 1
@@ -403,7 +407,7 @@ class OllamaBackend(Backend):
             return await self._client.generate(
                 model,
                 prompt,
-                system=system or None,
+                system=system or "",
                 stream=True,
                 think=think,
                 format=schema,

@@ -415,7 +415,7 @@ class OpenAICompatBackend(Backend):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        opts = options or GenerationOptions()
+        opts = options if options is not None else GenerationOptions.model_validate({})
         for key in ("temperature", "seed", "top_p", "max_tokens", "stop"):
             value = getattr(opts, key)
             if value is not None:
@@ -555,7 +555,8 @@ class OpenAICompatBackend(Backend):
 
 def _model_info(entry: dict[str, Any]) -> ModelInfo:
     name = str(entry.get("id", ""))
-    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    raw_meta = entry.get("meta")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     context = meta.get("n_ctx_train") or entry.get("max_model_len") or entry.get("context_length")
     quant = _QUANT_IN_NAME.search(name.rsplit("/", 1)[-1])
     details = {k: v for k, v in entry.items() if k not in ("id", "object")}
