@@ -294,6 +294,14 @@ class InferenceService:
         pending_chunks = 0
         last_flush = started
         failure: Exception | None = None
+        reported = -1.0
+
+        async def report(done: float, message: str | None) -> None:
+            # MCP asks for strictly increasing progress; a heartbeat (no new chunk) or a final
+            # flush at the same count moves it on by a thousandth.
+            nonlocal reported
+            reported = max(done, reported + 0.001)
+            await progress(reported, total, message)
 
         async def pump() -> None:
             try:
@@ -314,7 +322,7 @@ class InferenceService:
             text = "".join(pending)
             pending, pending_chunks, last_flush = [], 0, time.monotonic()
             done = float(chunks) if total is None else min(float(chunks), total)
-            await progress(done, total, text or None)
+            await report(done, text or None)
 
         # Errors are carried out of the task group by hand: raised inside it, they would
         # arrive wrapped in an ExceptionGroup.
@@ -330,7 +338,7 @@ class InferenceService:
                             except anyio.EndOfStream:
                                 break
                         if item is None:
-                            await progress(float(chunks), total, None)  # heartbeat
+                            await report(float(chunks), None)  # heartbeat
                             continue
                         if isinstance(item, Exception):
                             raise item
