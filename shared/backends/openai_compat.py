@@ -349,9 +349,11 @@ class OpenAICompatBackend(Backend):
         logger.info("POST %s/%s model=%s", self.base_url, path, model)
         response = await self._open_stream(path, body, model=model)
         try:
-            events = sse_data(
-                within_deadline(response.aiter_lines(), deadline, self._timeout_error)
-            )
+            lines = within_deadline(response.aiter_lines(), deadline, self._timeout_error)
+            if "json" in response.headers.get("content-type", ""):
+                events = _whole_reply(lines)  # an engine that ignored "stream": true
+            else:
+                events = sse_data(lines)
             async for payload in events:
                 try:
                     event = json.loads(payload)
@@ -551,6 +553,21 @@ class OpenAICompatBackend(Backend):
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+async def _whole_reply(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """A non-streamed completion as one event whose choices carry ``delta``-like messages."""
+    text = "".join([line async for line in lines])
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        yield text
+        return
+    if isinstance(reply, dict):
+        for choice in reply.get("choices") or []:
+            if isinstance(choice, dict) and "message" in choice:
+                choice["delta"] = choice.pop("message")
+    yield json.dumps(reply)
 
 
 def _model_info(entry: dict[str, Any]) -> ModelInfo:

@@ -160,6 +160,18 @@ async def test_sse_pings_are_skipped_and_usage_is_reported(
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
+async def test_an_engine_ignoring_stream_still_gives_the_whole_reply(
+    scripted: OpenAICompatBackend, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.ignore_stream = True
+    result = await scripted.chat(MODEL, USER)
+    assert (result.content, result.finish_reason, result.completion_tokens) == (
+        "Hello there",
+        "stop",
+        2,
+    )
+
+
 async def test_reasoning_content_deltas_become_thinking(
     scripted: OpenAICompatBackend, fake_openai: FakeOpenAI
 ) -> None:
