@@ -1,5 +1,5 @@
 """Run the localmcp command line: ``python -m localmcp``."""
 
-from .cli import main
+from .entry import main
 
 main()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -45,23 +44,12 @@ def serve(
     config: ConfigOpt = None,
 ) -> None:
     """Run one server on stdio (default) or Streamable HTTP."""
-    from .registry import build
-    from .shared.config import load_settings
-    from .shared.logs import setup_logging
-    from .shared.server import run_server
+    from .serve import serve as run
 
     try:
-        settings = load_settings(config)
-        setup_logging(settings.log_level)
-        if host is not None:
-            settings.http.host = host
-        if port is not None:
-            settings.http.port = port
-        server = build(name, settings)
+        run(name, http=http, host=host, port=port, config=config)
     except LocalMCPError as exc:
         _fail(exc)
-        return
-    run_server(server, "http" if http else "stdio", http=settings.http)
 
 
 @app.command()
@@ -178,10 +166,5 @@ def doctor(
         raise typer.Exit(1)
 
 
-def main() -> None:
-    """Entry point for ``python -m localmcp``."""
-    app(prog_name="localmcp")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="localmcp")
