@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from localmcp.shared.config import Settings
-from localmcp.shared.errors import BadInput
+from localmcp.shared.errors import BadInput, LocalMCPError, NotFound
 from localmcp.shared.server import (
     Context,
     MCPServer,
@@ -282,7 +282,15 @@ def build_server(settings: Settings, kb: KnowledgeBase | None = None) -> MCPServ
     )
     async def kb_document(collection: str, doc_id: str) -> str:
         """The full text of one document."""
-        record, text = await knowledge.read_document(collection, doc_id)
+        from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+
+        # TODO: this translation belongs next to tool_errors in shared.server for every server.
+        try:
+            record, text = await knowledge.read_document(collection, doc_id)
+        except NotFound as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        except LocalMCPError as exc:
+            raise ResourceError(str(exc)) from exc
         return f"# {record.title}\n\nSource: {record.source}\n\n{text}"
 
     @server.resource(
