@@ -353,21 +353,21 @@ class Store:
 
         db = lite_path_for(settings, data_dir)
         db.parent.mkdir(parents=True, exist_ok=True)
-        shared = read_shared_note(db)
-        if shared is not None and lock_is_held(db):
-            return cls._connect_shared(db, shared, timeout)
+        # Check the lock before Milvus Lite tries: its failed attempt unlinks the lock file
+        # of the process that holds it, which would let a third process in.
+        if lock_is_held(db):
+            shared = read_shared_note(db)
+            if shared is not None:
+                return cls._connect_shared(db, shared, timeout)
+            raise locked_error(db)
         try:
             client = MilvusClient(uri=str(db), timeout=timeout)
         except MilvusException as exc:
-            if lock_is_held(db):
-                shared = read_shared_note(db)
-                if shared is not None:
-                    return cls._connect_shared(db, shared, timeout)
-                raise locked_error(db) from exc
             raise StoreError(
                 f"Milvus Lite could not open {str(db)!r}: {_reason(exc)}.",
-                hint="Check the folder is writable and the disk not full; `localmcp doctor` "
-                "checks the Milvus Lite installation.",
+                hint="Another process may have opened it at the same moment (then retry), or "
+                "the folder is not writable or the disk is full; `localmcp doctor` checks the "
+                "Milvus Lite installation.",
                 path=str(db),
             ) from exc
         logger.info("kb store: Milvus Lite file %s", db)
