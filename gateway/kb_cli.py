@@ -165,7 +165,10 @@ def ingest(
         _print_json(result)
     else:
         _show_ingest(result)
-    if result.failed and not (result.added or result.updated or result.unchanged):
+    # Exit 1 when nothing could be read, or the time limit left files for a second run.
+    if result.not_reached or (
+        result.failed and not (result.added or result.updated or result.unchanged)
+    ):
         raise typer.Exit(1)
 
 

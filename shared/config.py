@@ -142,6 +142,12 @@ class KBSettings(BaseModel):
     max_file_mb: float = Field(
         default=50.0, gt=0, description="Files larger than this are refused."
     )
+    ingest_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds one ingest may run; files not reached by then are listed, and "
+        "the same ingest run again continues where it stopped.",
+    )
     include: list[str] = Field(
         default_factory=lambda: ["*.md", "*.markdown", "*.txt", "*.html", "*.htm", "*.pdf"]
     )

@@ -1,9 +1,9 @@
 """Build a server and run it on stdio or Streamable HTTP.
 
 MCP SDK names are taken from here only, so an SDK upgrade touches one module. This is also
-the single place where exceptions become MCP tool errors: a ``LocalMCPError`` keeps its
-message and hint; anything else is logged with its traceback and reported as an internal
-error that names the tool, so the client never sees a raw traceback.
+the single place where exceptions become MCP tool and resource errors: a ``LocalMCPError``
+keeps its message and hint; anything else is logged with its traceback and reported as an
+internal error that names the tool or resource, so the client never sees a raw traceback.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 
 from .config import HttpSettings
-from .errors import LocalMCPError
+from .errors import LocalMCPError, NotFound
 
 __all__ = [
     "Context",
@@ -28,6 +28,7 @@ __all__ = [
     "ProgressReporter",
     "ToolAnnotations",
     "create_server",
+    "resource_errors",
     "run_server",
     "tool_errors",
 ]
@@ -73,6 +74,30 @@ def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             logger.exception("tool %s raised an unexpected error", fn.__name__)
             raise ToolError(
                 f"internal error in {fn.__name__}: {type(exc).__name__}: {exc}. "
+                "This is a localmcp bug; the server log (stderr) has the traceback."
+            ) from exc
+
+    return wrapper
+
+
+def resource_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Wrap a resource reader: a missing thing is "not found", other failures keep their text."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (ResourceError, ResourceNotFoundError):
+            raise
+        except NotFound as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        except LocalMCPError as exc:
+            logger.info("resource %s failed: %s", fn.__name__, exc)
+            raise ResourceError(str(exc)) from exc
+        except Exception as exc:
+            logger.exception("resource %s raised an unexpected error", fn.__name__)
+            raise ResourceError(
+                f"internal error reading {fn.__name__}: {type(exc).__name__}: {exc}. "
                 "This is a localmcp bug; the server log (stderr) has the traceback."
             ) from exc
 

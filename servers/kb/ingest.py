@@ -466,62 +466,100 @@ async def ingest_paths(
         else:
             files.setdefault(str(real), real)
 
-    meta, embed, warnings = await anyio.to_thread.run_sync(
-        lambda: ensure_collection(ctx, collection)
-    )
-    recovered = await anyio.to_thread.run_sync(lambda: store.recover(collection))
-    embed_model = meta.embed_model if embed else None
-
-    # Documents whose files were deleted from an ingested folder.
-    for folder in folders:
-        prefix = str(folder).rstrip(os.sep) + os.sep
-        stale = await anyio.to_thread.run_sync(
-            lambda p=prefix: [
-                d
-                for d in store.iter_docs(collection, p)
-                if d.source not in files and not os.path.exists(d.source)
-            ]
-        )
-        for record in stale:
-            chunks = await anyio.to_thread.run_sync(
-                lambda r=record: store.delete_doc(collection, r.doc_id)
-            )
-            logger.info("removed %s (file deleted, %d chunks)", record.source, chunks)
-            tally.add(
-                DocOutcome(
-                    source=record.source,
-                    status="removed",
-                    doc_id=record.doc_id,
-                    message="file no longer exists",
-                )
-            )
-
+    # A new knowledge base is created with its first good document, so a batch of bad
+    # files leaves nothing behind.
+    meta: CollectionMeta | None = None
+    embed, warnings, recovered = False, [], 0
+    known: dict[str, DocRecord] = {}
     ordered = list(files.values())
-    known = await anyio.to_thread.run_sync(
-        lambda: _existing(store, collection, [doc_id_for(str(p)) for p in ordered])
-    )
+    if await anyio.to_thread.run_sync(lambda: store.meta(collection, required=False)):
+        meta, embed, warnings = await anyio.to_thread.run_sync(
+            lambda: ensure_collection(ctx, collection)
+        )
+        recovered = await anyio.to_thread.run_sync(lambda: store.recover(collection))
+        for folder in folders:
+            for outcome in await _remove_deleted_files(store, collection, folder, files):
+                tally.add(outcome)
+        known = await anyio.to_thread.run_sync(
+            lambda: _existing(store, collection, [doc_id_for(str(p)) for p in ordered])
+        )
+
     total = len(ordered)
     if progress is not None:
         await progress(0, total, f"ingesting {total} file(s) into {collection}")
+    deadline = started + settings.ingest_timeout
+    not_reached = 0
     for done, path in enumerate(ordered, start=1):
         source = str(path)
-        try:
-            doc = await anyio.to_thread.run_sync(lambda p=path: _load(p, max_bytes))
-            outcome = await _ingest_one(
-                ctx,
-                collection,
-                doc,
-                embed=embed,
-                tags=tag_list,
-                metadata=meta_dict,
-                existing=known.get(doc_id_for(doc.source)),
-            )
-        except Exception as exc:
-            outcome = _failure(source, exc)
+        outcome: DocOutcome | None = None
+        # A document cut off by the deadline is abandoned whole by write_document.
+        with anyio.move_on_after(deadline - time.monotonic()):
+            try:
+                doc = await anyio.to_thread.run_sync(lambda p=path: _load(p, max_bytes))
+                if meta is None:
+                    meta, embed, warnings = await anyio.to_thread.run_sync(
+                        lambda: ensure_collection(ctx, collection)
+                    )
+                outcome = await _ingest_one(
+                    ctx,
+                    collection,
+                    doc,
+                    embed=embed,
+                    tags=tag_list,
+                    metadata=meta_dict,
+                    existing=known.get(doc_id_for(doc.source)),
+                )
+            except Exception as exc:
+                outcome = _failure(source, exc)
+        if outcome is None:
+            not_reached = total - done + 1
+            warnings.append(_time_limit_note(settings.ingest_timeout, not_reached, source))
+            break
         tally.add(outcome)
         if progress is not None:
             await progress(done, total, f"{outcome.status}: {path.name}")
-    return _result(collection, tally, started, embed_model, recovered, warnings)
+    embed_model = meta.embed_model if meta is not None and embed else None
+    result = _result(collection, tally, started, embed_model, recovered, warnings)
+    result.not_reached = not_reached
+    return result
+
+
+async def _remove_deleted_files(
+    store: Store, collection: str, folder: Path, files: dict[str, Path]
+) -> list[DocOutcome]:
+    """Delete the documents of files that were under ``folder`` and are gone now."""
+    prefix = str(folder).rstrip(os.sep) + os.sep
+    stale = await anyio.to_thread.run_sync(
+        lambda: [
+            d
+            for d in store.iter_docs(collection, prefix)
+            if d.source not in files and not os.path.exists(d.source)
+        ]
+    )
+    outcomes = []
+    for record in stale:
+        chunks = await anyio.to_thread.run_sync(
+            lambda r=record: store.delete_doc(collection, r.doc_id)
+        )
+        logger.info("removed %s (file deleted, %d chunks)", record.source, chunks)
+        outcomes.append(
+            DocOutcome(
+                source=record.source,
+                status="removed",
+                doc_id=record.doc_id,
+                message="file no longer exists",
+            )
+        )
+    return outcomes
+
+
+def _time_limit_note(limit: float, not_reached: int, at: str) -> str:
+    return (
+        f"stopped at the ingest time limit of {limit:g} s (kb.ingest_timeout): {not_reached} "
+        f"file(s) not ingested, starting at {at!r}; nothing of it was stored half. Run the "
+        "same ingest again to continue (finished files are skipped as unchanged), or raise "
+        "kb.ingest_timeout (LOCALMCP_KB__INGEST_TIMEOUT)."
+    )
 
 
 def _existing(store: Store, collection: str, doc_ids: list[str]) -> dict[str, DocRecord]:

@@ -95,6 +95,11 @@ class IngestResult(BaseModel):
     documents: list[DocOutcome]
     documents_truncated: bool = Field(False, description="True when more than 500 documents.")
     recovered: int = Field(0, description="Unfinished writes of an interrupted ingest cleaned up.")
+    not_reached: int = Field(
+        0,
+        description="Files left untouched because the ingest time limit (kb.ingest_timeout) "
+        "ran out; run the same ingest again to continue.",
+    )
     warnings: list[str] = Field(default_factory=list)
 
 

@@ -11,13 +11,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from localmcp.shared.config import Settings
-from localmcp.shared.errors import BadInput, LocalMCPError, NotFound
+from localmcp.shared.errors import BadInput
 from localmcp.shared.server import (
     Context,
     MCPServer,
     ProgressReporter,
     ToolAnnotations,
     create_server,
+    resource_errors,
     tool_errors,
 )
 
@@ -280,17 +281,10 @@ def build_server(settings: Settings, kb: KnowledgeBase | None = None) -> MCPServ
         description="A whole document of a knowledge base, as Markdown or text.",
         mime_type="text/markdown",
     )
+    @resource_errors
     async def kb_document(collection: str, doc_id: str) -> str:
         """The full text of one document."""
-        from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
-
-        # TODO: this translation belongs next to tool_errors in shared.server for every server.
-        try:
-            record, text = await knowledge.read_document(collection, doc_id)
-        except NotFound as exc:
-            raise ResourceNotFoundError(str(exc)) from exc
-        except LocalMCPError as exc:
-            raise ResourceError(str(exc)) from exc
+        record, text = await knowledge.read_document(collection, doc_id)
         return f"# {record.title}\n\nSource: {record.source}\n\n{text}"
 
     @server.resource(
@@ -299,6 +293,7 @@ def build_server(settings: Settings, kb: KnowledgeBase | None = None) -> MCPServ
         description="The knowledge bases with their counts, as JSON.",
         mime_type="application/json",
     )
+    @resource_errors
     async def kb_collections() -> str:
         """The knowledge bases, as JSON."""
         listing = await knowledge.list_collections()

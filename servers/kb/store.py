@@ -269,7 +269,10 @@ def lock_is_held(db: Path) -> bool:
     Only call this when this process has not opened ``db``: closing the probe's descriptor
     drops every POSIX lock this process holds on the file.
     """
-    import fcntl
+    try:
+        import fcntl
+    except ImportError:  # Windows: the pure-Python Milvus Lite has no lock file to probe
+        return False
 
     lock = lock_path_for(db)
     if not lock.exists():
@@ -361,7 +364,7 @@ class Store:
                 return cls._connect_shared(db, shared, timeout)
             raise locked_error(db)
         try:
-            client = MilvusClient(uri=str(db), timeout=timeout)
+            client = _open_lite(db, timeout)
         except MilvusException as exc:
             raise StoreError(
                 f"Milvus Lite could not open {str(db)!r}: {_reason(exc)}.",
@@ -400,9 +403,12 @@ class Store:
         with contextlib.suppress(Exception):
             self._client.close()
         if self.target.lite_path is not None and not self.target.via_shared_server:
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(str(self.target.lite_path))
+            try:
+                from milvus_lite.server_manager import server_manager_instance
+            except ImportError:  # the pure-Python build runs in this process: nothing to stop
+                pass
+            else:
+                server_manager_instance.release_server(str(self.target.lite_path))
         logger.info("kb store closed: %s", self.target.describe())
 
     # -- error translation ------------------------------------------------------------------
@@ -1002,6 +1008,29 @@ def _quiet_pymilvus() -> None:
     unless this module logs at DEBUG."""
     if not logger.isEnabledFor(logging.DEBUG):
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+
+def _open_lite(db: Path, timeout: float) -> Any:
+    """A client of the Milvus Lite file ``db``, its server process started on first use.
+
+    Milvus Lite waits half a second for the server it starts, then connects once; a cold
+    start on a busy machine can take longer to create the socket. The server keeps running,
+    so connecting again reaches it once it is ready.
+    """
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return MilvusClient(uri=str(db), timeout=timeout)
+        except MilvusException as exc:
+            if "Fail connecting to server on unix:" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            logger.debug("Milvus Lite for %s is not ready yet; connecting again", db)
+            time.sleep(0.2)
 
 
 def _reason(exc: Exception) -> str:

@@ -160,6 +160,22 @@ async def test_each_bad_file_is_reported_with_its_reason_and_the_batch_goes_on(
     assert (await kb.stats("docs")).collections[0].hidden_chunks == 0
 
 
+async def test_a_batch_of_only_bad_files_creates_no_knowledge_base(
+    tmp_path: Path, make_settings: Callable[..., Settings], open_kb: OpenKB
+) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "empty.md", "")
+    write(docs / "binary.md", b"\x00\x01\x02PK" + bytes(300))
+    outside = write(tmp_path.parent / f"{tmp_path.name}-outside.md", "# Elsewhere\n\ntext")
+    kb = open_kb(make_settings())
+
+    result = await kb.ingest_paths([docs, outside], collection="fresh")
+
+    assert (result.added, result.failed) == (0, 3)
+    assert result.embed_model is None
+    assert [c.name for c in (await kb.list_collections()).collections] == []
+
+
 async def test_paths_outside_the_roots_are_refused_and_nothing_is_stored(
     tmp_path: Path, make_settings: Callable[..., Settings], open_kb: OpenKB
 ) -> None:
@@ -293,3 +309,47 @@ async def test_real_debian_pdf_is_ingested_and_searchable(
     assert result.documents[0].chunks > 50
     hits = (await kb.search("dpkg-deb", collections=["pdf"], mode="keyword")).hits
     assert hits and all(h.source == str(faq_pdf) for h in hits)
+
+
+async def test_time_limit_stops_between_documents_and_a_rerun_continues(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    open_kb: OpenKB,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    docs = tmp_path / "docs"
+    write(docs / "first.md", "# First\n\nwords about puffins.")
+    # Long enough for several insert batches at this chunk size.
+    big = write(docs / "second.md", "# Second\n\n" + "Gannets dive for fish. " * 1500)
+    write(docs / "third.md", "# Third\n\nwords about cormorants.")
+    settings = make_settings(chunk_size=100, chunk_overlap=0, ingest_timeout=2.0)
+    kb = open_kb(settings)
+    await kb.ingest_text("# Warm-up\n\ncreates the collection", collection="docs")
+
+    insert = kb.store.insert_chunks
+
+    def slow_insert(collection: str, rows: list[dict[str, object]]) -> None:
+        if rows and rows[0]["source"] == str(big):
+            time.sleep(1.5)  # the deadline passes while this document is half written
+        insert(collection, rows)
+
+    monkeypatch.setattr(kb.store, "insert_chunks", slow_insert)
+    files = [docs / "first.md", big, docs / "third.md"]
+    cut = await kb.ingest_paths(files, collection="docs")
+
+    assert (cut.added, cut.failed, cut.not_reached) == (1, 0, 2)
+    assert "kb.ingest_timeout" in cut.warnings[-1] and str(big) in cut.warnings[-1]
+    assert str(big) not in await _sources(kb)
+    assert await _hit_sources(kb, "gannets") == []
+    stats = await kb.stats("docs")
+    assert stats.collections[0].hidden_chunks == 0  # the half-written rows were removed
+
+    monkeypatch.setattr(kb.store, "insert_chunks", insert)
+    kb.settings.kb.ingest_timeout = 3600.0
+    rerun = await kb.ingest_paths(files, collection="docs")
+
+    assert (rerun.unchanged, rerun.added, rerun.not_reached) == (1, 2, 0)
+    assert str(big) in await _sources(kb)
+    assert str(big) in await _hit_sources(kb, "gannets")

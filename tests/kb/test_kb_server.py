@@ -183,3 +183,47 @@ async def test_ask_through_the_server_cites_sources_from_the_real_engine(
     assert answer["sources"][0]["source"] == "w" and answer["sources"][0]["n"] == 1
     assert answer["mode"] == "keyword"
     assert s.progress  # the model call is announced as progress
+
+
+async def test_client_cancelling_an_ingest_leaves_no_half_document(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    open_kb: OpenKB,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import anyio
+
+    big = write(tmp_path / "big.md", "# Big\n\n" + "Skuas chase terns at sea. " * 1500)
+    settings = make_settings(chunk_size=100, chunk_overlap=0)
+    kb = open_kb(settings)
+    insert = kb.store.insert_chunks
+    first_batch_in = threading.Event()
+
+    def slow_insert(collection: str, rows: list[dict[str, Any]]) -> None:
+        insert(collection, rows)
+        first_batch_in.set()
+        threading.Event().wait(0.5)
+
+    monkeypatch.setattr(kb.store, "insert_chunks", slow_insert)
+    async with session(build_server(settings, kb=kb)) as s:
+        with anyio.move_on_after(10) as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.client.call_tool, "kb_ingest", {"paths": [str(big)]})
+                while not first_batch_in.is_set():
+                    await anyio.sleep(0.02)
+                tg.cancel_scope.cancel()  # the client gives up while the document is half in
+        assert not scope.cancelled_caught, "the first batch was never written"
+
+        with anyio.fail_after(10):  # the server abandons the write, then answers again
+            while (await s.ok("kb_stats", {}))["collections"][0]["hidden_chunks"]:
+                await anyio.sleep(0.1)
+        stats = (await s.ok("kb_stats", {}))["collections"][0]
+        assert (stats["documents"], stats["chunks"]) == (0, 0)
+        assert (await s.ok("kb_search", {"query": "skuas"}))["hits"] == []
+
+        monkeypatch.setattr(kb.store, "insert_chunks", insert)
+        again = await s.ok("kb_ingest", {"paths": [str(big)]})
+        assert (again["added"], again["failed"]) == (1, 0)
+        assert (await s.ok("kb_search", {"query": "skuas"}))["hits"]
