@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -134,6 +134,9 @@ class SearchHit(BaseModel):
     position: int = Field(description="Chunk number within its document, from 0.")
     text: str
     tags: list[str]
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fields given with the document at ingest."
+    )
     modified_at: datetime | None = Field(description="Document's modification time (UTC).")
     uri: str = Field(description="Resource URI of the whole document (kb://collection/doc_id).")
 

@@ -243,6 +243,7 @@ def to_hit(rank: int, hit: ChunkHit) -> SearchHit:
         position=hit.position,
         text=hit.text,
         tags=hit.tags,
+        metadata=hit.metadata,
         modified_at=datetime.fromtimestamp(hit.modified_at, UTC) if hit.modified_at else None,
         uri=doc_uri(hit.collection, hit.doc_id),
     )

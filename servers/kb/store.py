@@ -98,6 +98,7 @@ CHUNK_OUTPUT = [
     "start",
     "text",
     "tags",
+    "metadata",
     "modified_at",
 ]
 DOC_OUTPUT = [
@@ -183,6 +184,7 @@ class ChunkHit:
     start: int
     text: str
     tags: list[str]
+    metadata: dict[str, Any]
     modified_at: float
     score: float
 
@@ -988,6 +990,7 @@ class Store:
                     start=int(e["start"]),
                     text=e["text"],
                     tags=list(e.get("tags") or []),
+                    metadata=dict(e.get("metadata") or {}),
                     modified_at=float(e["modified_at"]),
                     score=float(h["distance"]),
                 )

@@ -78,17 +78,25 @@ async def test_ingest_search_stats_delete_round_trip_with_progress(
         found = await s.ok("kb_search", {"query": "walrus", "top_k": 10, "tags": ["zoo"]})
         assert found["mode"] == "keyword"
         assert len(found["hits"]) == 3
-        assert all(h["tags"] == ["zoo"] for h in found["hits"])
+        assert all(h["tags"] == ["zoo"] and h["metadata"] == {} for h in found["hits"])
+        chinese = await s.ok("kb_search", {"query": "海象"})
+        assert [h["metadata"] for h in chinese["hits"]] == [{"lang": "zh"}]
 
         stats = await s.ok("kb_stats", {"collection": "default"})
         assert stats["collections"][0]["documents"] == 4
         listing = await s.ok("kb_list", {})
-        assert [c["name"] for c in listing["collections"]] == ["default"]
+        assert [(c["name"], c["documents"]) for c in listing["collections"]] == [("default", 4)]
+        assert listing["collections"][0]["chunks"] == 4  # one short chunk per note
 
+        by_id = await s.ok("kb_delete", {"doc_id": found["hits"][0]["doc_id"]})
+        assert [d["source"] for d in by_id["deleted"]] == [found["hits"][0]["source"]]
+        by_source = await s.ok("kb_delete", {"source": "notes/海象"})
+        assert [(d["source"], d["chunks"]) for d in by_source["deleted"]] == [("notes/海象", 1)]
         deleted = await s.ok("kb_delete", {"source": str(tmp_path / "docs") + "/*"})
-        assert len(deleted["deleted"]) == 3
-        after = await s.ok("kb_search", {"query": "walrus"})
-        assert [h["source"] for h in after["hits"]] == ["notes/海象"]
+        assert len(deleted["deleted"]) == 2
+        after = await s.ok("kb_list", {})
+        assert (after["collections"][0]["documents"], after["collections"][0]["chunks"]) == (0, 0)
+        assert (await s.ok("kb_search", {"query": "walrus"}))["hits"] == []
         missing = await s.error("kb_delete", {"doc_id": "0000"})
         assert "no document with doc_id '0000'" in missing
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fixtures.openai_fixture import FakeOpenAI, fake_openai, openai_server
 from kb_helpers import in_section, write
 
 from localmcp.servers.kb.search import Filters
@@ -16,6 +17,8 @@ from localmcp.shared.config import Settings
 from localmcp.shared.errors import BadInput, ConfigError, NotFound
 
 OpenKB = Callable[[Settings], KnowledgeBase]
+
+__all__ = ["fake_openai", "openai_server"]  # fixtures, used by name
 
 
 def _where(result: object) -> list[tuple[str, str]]:
@@ -189,3 +192,60 @@ async def test_resource_text_is_the_document_rebuilt_without_overlaps(
     record, text = await kb.read_document("docs", result.documents[0].doc_id or "")
     assert record.source == str(path)
     assert text == load_document(path, max_bytes=10**6).text
+
+
+async def _rerank_kb(
+    tmp_path: Path, make_settings: Callable[..., Settings], open_kb: OpenKB, url: str, **kb: object
+) -> KnowledgeBase:
+    """Keyword-only documents where BM25 prefers a page that names only one query word."""
+    docs = tmp_path / "docs"
+    write(docs / "stripes.md", "# Stripes\n\nzebra zebra zebra zebra")
+    write(
+        docs / "both.md",
+        "# Both\n\nan apple fell near the zebra while the keeper walked along the fence "
+        "past the pond and the birds and the long row of trees in the afternoon",
+    )
+    for name in ("pie", "juice", "tree"):
+        write(docs / f"{name}.md", f"# {name}\n\napple {name}")
+    backend = {"kind": "openai", "base_url": url, "model": "org/scripted-7b"}
+    knowledge = open_kb(make_settings(backend=backend, **kb))
+    assert (await knowledge.ingest_paths([docs], collection="docs")).added == 5
+    return knowledge
+
+
+async def test_reranking_reorders_the_candidates_by_the_engines_scores(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    open_kb: OpenKB,
+    fake_openai: FakeOpenAI,
+) -> None:
+    kb = await _rerank_kb(tmp_path, make_settings, open_kb, fake_openai.base_url)
+    before = await kb.search("apple zebra", collections=["docs"], top_k=1)
+    assert not before.reranked
+    assert [Path(h.source).name for h in before.hits] == ["stripes.md"]  # BM25's choice
+
+    kb.settings.kb.rerank_model = "rerank-small"
+    kb.settings.kb.rerank_candidates = 10
+    after = await kb.search("apple zebra", collections=["docs"], top_k=2)
+    assert after.reranked and not after.warnings
+    # The scripted reranker scores the share of query words a passage contains.
+    assert [(Path(h.source).name, h.score) for h in after.hits] == [
+        ("both.md", 1.0),
+        ("stripes.md", 0.5),
+    ]
+
+
+async def test_an_engine_without_rerank_leaves_the_order_and_says_so(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    open_kb: OpenKB,
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.rerank = False
+    kb = await _rerank_kb(
+        tmp_path, make_settings, open_kb, fake_openai.base_url, rerank_model="rerank-small"
+    )
+    result = await kb.search("apple zebra", collections=["docs"], top_k=1)
+    assert not result.reranked
+    assert [Path(h.source).name for h in result.hits] == ["stripes.md"]
+    assert "reranking skipped" in result.warnings[0] and "no rerank endpoint" in result.warnings[0]
