@@ -30,6 +30,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_QUESTION = "In two sentences: why is the sky blue?"
 DEFAULT_EMBED_TEXTS = ["The sky is blue.", "天空是蓝色的。", "Paris is the capital of France. 🇫🇷"]
+DEFAULT_GENERATE_PROMPT = "The three primary colours are"
+STRUCTURED_PROMPT = "Give a city."
+STRUCTURED_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+    "required": ["city", "country"],
+}
 
 
 @dataclass
@@ -248,8 +255,12 @@ class Session:
         name: str,
         arguments: dict[str, Any],
         progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
+        *,
+        fatal: bool = True,
     ) -> dict[str, Any] | None:
-        """Call one tool; its structured result, or None after printing why it failed."""
+        """Call one tool; its structured result, or None after printing why it failed.
+
+        A failure of a ``fatal=False`` call is printed as the tool's answer, not a failure."""
         import anyio
 
         began = time.monotonic()
@@ -265,6 +276,9 @@ class Session:
         seconds = time.monotonic() - began
         if result.is_error:
             message = _text_of(result).removeprefix(f"Error executing tool {name}: ")
+            if not fatal:
+                self.printer.line(f"{name} answered with a tool error: {message}")
+                return None
             self._fail(name, message or "the tool reported an error with no message")
             return None
         self.printer.line(f"{name} answered in {seconds:.2f} s", style="dim")
@@ -371,6 +385,37 @@ async def run_tools(client: Any, printer: Printer, options: DemoOptions) -> list
             session.failures.append("chat")
         details = {k: v for k, v in chat.items() if k not in ("content",)}
         printer.mapping("chat result", {"answer": answer, **details})
+
+    printer.heading("chat (JSON schema)")
+    printer.line(f"Q: {STRUCTURED_PROMPT}  schema: {json.dumps(STRUCTURED_SCHEMA)}")
+    # A small model can stray from the schema (llama-cpp-python's grammar does not always hold
+    # it); the server then refuses the reply, and that refusal is this step's answer.
+    structured = await session.call(
+        "chat",
+        {
+            "prompt": STRUCTURED_PROMPT,
+            "json_schema": STRUCTURED_SCHEMA,
+            "max_tokens": 80,
+            "temperature": 0,
+        },
+        fatal=False,
+    )
+    if structured is not None:
+        printer.mapping("parsed (validated against the schema)", structured.get("parsed") or {})
+
+    printer.heading("generate")
+    printer.line(f"prompt: {DEFAULT_GENERATE_PROMPT!r}")
+    generated = await session.call(
+        "generate", {"prompt": DEFAULT_GENERATE_PROMPT, "max_tokens": 24, "temperature": 0.2}
+    )
+    if generated is not None:
+        printer.mapping("generate result", generated)
+
+    printer.heading("pull_model")
+    # Only Ollama pulls; other engines refuse, and the refusal is what the tool returns.
+    pulled = await session.call("pull_model", {"model": model_name or ""}, fatal=False)
+    if pulled is not None:
+        printer.mapping("pull_model result", pulled)
 
     printer.heading("embed")
     embedded = await session.call("embed", {"texts": options.embed_texts})

@@ -38,7 +38,13 @@ def test_demo_starts_its_own_engine_and_streams_a_real_answer(
     for tool in ("list_models", "show_model", "loaded_models", "fit_model", "chat", "embed"):
         assert f"== {tool}" in out
         assert f"{tool} answered in" in out
-    assert "pull_model" in out  # listed by tools/list
+    assert "generate answered in" in out and "generate result" in out
+    assert "parsed (validated against the schema)" in out or re.search(
+        r"chat answered with a tool error: model .+ replied with (text that is not JSON|JSON "
+        r"that does not satisfy the schema)",
+        out,
+    )
+    assert "pull_model answered with a tool error: " in out and "cannot pull" in out
 
     streamed = re.search(r"^A \(streaming\): (.+)$", out, re.MULTILINE)
     assert streamed and streamed.group(1).strip(), out

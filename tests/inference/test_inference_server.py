@@ -445,13 +445,17 @@ async def test_real_engine_structured_output_and_embeddings(on_llama: Settings) 
     async with session(on_llama) as llama:
         schema = {
             "type": "object",
-            "properties": {"answer": {"type": "string"}},
-            "required": ["answer"],
+            "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+            "required": ["city", "country"],
         }
+        # Greedy decoding: llama-cpp-python's grammar lets this small model stray from the
+        # schema on some prompts, and a fixed reply keeps the test about the server.
         answer = await llama.ok(
-            "chat", {"prompt": "Reply in JSON.", "json_schema": schema, "max_tokens": 60}
+            "chat",
+            {"prompt": "Give a city.", "json_schema": schema, "max_tokens": 80, "temperature": 0},
         )
-        assert isinstance(answer["parsed"]["answer"], str)
+        assert isinstance(answer["parsed"]["city"], str)
+        assert isinstance(answer["parsed"]["country"], str)
         vectors = await llama.ok("embed", {"texts": ["sea", "海"]})
         assert (vectors["dimension"], vectors["pooling"], vectors["count"]) == (576, "mean", 2)
 
