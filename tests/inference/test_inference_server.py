@@ -399,6 +399,29 @@ async def test_lone_surrogates_are_replaced_and_emoji_and_cjk_round_trip(
         message = await ollama.error("show_model", {"model": "模型🚀"})
         assert "模型🚀" in message
 
+        answer = await ollama.ok("chat", {"prompt": text, "system": text, "stop": ["。🚀"]})
+        sent = fake_ollama.requests[-1][1]
+        assert sent["messages"][0] == {"role": "system", "content": text}
+        assert sent["options"]["stop"] == ["。🚀"]
+        schema = {
+            "type": "object",
+            "properties": {"城市": {"type": "string", "enum": ["東京 🗼"]}},
+            "required": ["城市"],
+            "description": "都市 🚀",
+        }
+        answer = await ollama.ok("chat", {"prompt": text, "json_schema": schema})
+        assert answer["parsed"] == {"城市": "東京 🗼"}
+        assert fake_ollama.requests[-1][1]["format"] == schema
+        vectors = await ollama.ok("embed", {"texts": [text, "🚀", "中文"]})
+        assert vectors["count"] == 3
+        assert [t for _, body in fake_ollama.requests[-1:] for t in body["input"]] == [
+            text,
+            "🚀",
+            "中文",
+        ]
+        message = await ollama.error("fit_model", {"model": "模型🚀", "gpu_memory_gb": 24})
+        assert "模型🚀" in message
+
 
 async def test_engine_failing_mid_stream_is_a_tool_error(
     on_ollama: Settings, fake_ollama: FakeOllama
