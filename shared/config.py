@@ -129,6 +129,11 @@ class KBSettings(BaseModel):
         default_factory=list, description="Only files under these folders may be ingested."
     )
     read_only: bool = Field(default=False, description="Hide kb_ingest and kb_delete.")
+    preload: bool = Field(
+        default=True,
+        description="Load every knowledge base when the server starts, so that the first "
+        "search does not wait for it; off: each loads on first use.",
+    )
     embed_model: str | None = Field(
         default=None, description="Embedding model; unset means keyword (BM25) search only."
     )

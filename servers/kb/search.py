@@ -78,13 +78,21 @@ def check_query(query: str, settings: KBSettings) -> str:
     return text
 
 
+def requested_names(names: Sequence[str] | None, default: str) -> list[str] | None:
+    """The checked, de-duplicated names a call gives (the default when none); None for all."""
+    if not names:
+        names = [default]
+    if ALL in names:
+        return None
+    return list(dict.fromkeys(check_collection_name(name) for name in names))
+
+
 def resolve_collections(
     store: Store, names: Sequence[str] | None, default: str
 ) -> list[CollectionMeta]:
     """The knowledge bases a call names: default one, several, or ``"*"`` for all."""
-    if not names:
-        names = [default]
-    if ALL in names:
+    wanted = requested_names(names, default)
+    if wanted is None:
         metas = store.list_collections()
         if not metas:
             raise BadInput(
@@ -92,17 +100,24 @@ def resolve_collections(
                 hint="Ingest documents first (kb_ingest / `localmcp kb ingest`).",
             )
         return metas
-    seen: list[str] = []
-    for name in names:
-        check_collection_name(name)
-        if name not in seen:
-            seen.append(name)
     metas = []
-    for name in seen:
+    for name in wanted:
         meta = store.meta(name)
         assert meta is not None
         metas.append(meta)
     return metas
+
+
+async def _collections(
+    store: Store, names: Sequence[str] | None, default: str
+) -> list[CollectionMeta]:
+    """``resolve_collections``, answered on the event loop when every name is known already."""
+    wanted = requested_names(names, default)
+    if wanted is not None:
+        cached = [store.cached_meta(name) for name in wanted]
+        if all(meta is not None for meta in cached):
+            return cached  # type: ignore[return-value]
+    return await anyio.to_thread.run_sync(lambda: resolve_collections(store, names, default))
 
 
 def plan_mode(
@@ -162,40 +177,42 @@ async def search(
     text = check_query(query, settings)
     if not 1 <= top_k <= MAX_TOP_K:
         raise BadInput(f"top_k {top_k} is out of range.", hint=f"Use 1 to {MAX_TOP_K}.")
-    metas = await anyio.to_thread.run_sync(
-        lambda: resolve_collections(store, collections, settings.default_collection)
-    )
+    metas = await _collections(store, collections, settings.default_collection)
     expr = (filters or Filters()).expression()
     candidates = max(top_k, settings.rerank_candidates) if rerank is not None else top_k
 
     warnings: list[str] = []
-    used: set[str] = set()
-    vector: list[float] | None = None
-    per_collection: list[list[ChunkHit]] = []
+    plans: list[tuple[CollectionMeta, SearchMode]] = []
     for meta in metas:
         run_mode, warning = plan_mode(mode, meta, embedder)
         if warning:
             warnings.append(warning)
             logger.warning("%s", warning)
-        if run_mode != "keyword" and vector is None:
-            assert embedder is not None
-            vector = await embedder.embed_query(text)
-        used.add(run_mode)
-        per_collection.append(
-            await anyio.to_thread.run_sync(
-                lambda m=meta, rm=run_mode, v=vector: store.search(
-                    m.name,
-                    mode=rm,
-                    query=text,
-                    vector=v,
-                    limit=candidates,
-                    expr=expr,
-                    fusion=settings.fusion,
-                    rrf_k=settings.rrf_k,
-                    dense_weight=settings.dense_weight,
-                )
+        plans.append((meta, run_mode))
+    used = {run_mode for _, run_mode in plans}
+    vector: list[float] | None = None
+    if used != {"keyword"}:
+        assert embedder is not None
+        vector = await embedder.embed_query(text)
+
+    def run_all() -> list[list[ChunkHit]]:
+        return [
+            store.search(
+                meta.name,
+                mode=run_mode,
+                query=text,
+                vector=vector,
+                limit=candidates,
+                expr=expr,
+                fusion=settings.fusion,
+                rrf_k=settings.rrf_k,
+                dense_weight=settings.dense_weight,
             )
-        )
+            for meta, run_mode in plans
+        ]
+
+    # One trip to a worker thread for every collection: the hop costs as much as a search.
+    per_collection = await anyio.to_thread.run_sync(run_all)
     hits = _merge(per_collection, candidates, settings.rrf_k)
 
     reranked = False

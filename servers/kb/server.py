@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import anyio
 from pydantic import Field
 
 from localmcp.shared.config import Settings
@@ -119,10 +120,14 @@ def build_server(settings: Settings, kb: KnowledgeBase | None = None) -> MCPServ
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
-        try:
-            yield None
-        finally:
-            await knowledge.aclose()
+        async with anyio.create_task_group() as tasks:
+            if settings.kb.preload:
+                tasks.start_soon(knowledge.warm_up)
+            try:
+                yield None
+            finally:
+                tasks.cancel_scope.cancel()
+                await knowledge.aclose()
 
     instructions = INSTRUCTIONS + (READ_ONLY_NOTE if read_only else INGEST_NOTE)
     if knowledge.keyword_only:

@@ -90,6 +90,23 @@ class KnowledgeBase:
         """Close the store."""
         self.store.close()
 
+    async def warm_up(self) -> None:
+        """Load every knowledge base and read its manifest now, so that the first search
+        does not wait for it (seconds at 100k chunks). A failure is logged and left for the
+        first search to report."""
+
+        def load() -> None:
+            for listed in self.store.list_collections():
+                self.store.meta(listed.name)
+                self.store.ensure_loaded(listed.name)
+                self.store.live_generations(listed.name)
+
+        try:
+            # Abandoned on shutdown: the store refuses the thread's later calls once closed.
+            await anyio.to_thread.run_sync(load, abandon_on_cancel=True)
+        except Exception as exc:
+            logger.warning("could not load the knowledge bases ahead of use: %s", exc)
+
     async def _run(self, fn: Any) -> Any:
         return await anyio.to_thread.run_sync(fn)
 

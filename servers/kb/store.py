@@ -483,6 +483,10 @@ class Store:
             self._meta[name] = meta
         return meta
 
+    def cached_meta(self, name: str) -> CollectionMeta | None:
+        """What ``meta`` returned before for ``name``, without asking Milvus; else None."""
+        return self._meta.get(name)
+
     def _read_meta(self, name: str) -> CollectionMeta | None:
         info = self._call(
             "describe_collection", name, lambda: self._client.describe_collection(name)
@@ -633,6 +637,10 @@ class Store:
             self._live.pop(name, None)
             self._loaded.difference_update({name, name + DOCS_SUFFIX})
         logger.info("dropped knowledge base %s", name)
+
+    def is_loaded(self, name: str) -> bool:
+        """True once this store has loaded ``name`` into memory."""
+        return name in self._loaded
 
     def ensure_loaded(self, name: str) -> None:
         """Load both collections of ``name`` into memory (a reopened file starts released)."""

@@ -235,3 +235,26 @@ async def test_client_cancelling_an_ingest_leaves_no_half_document(
         again = await s.ok("kb_ingest", {"paths": [str(big)]})
         assert (again["added"], again["failed"]) == (1, 0)
         assert (await s.ok("kb_search", {"query": "skuas"}))["hits"]
+
+
+@pytest.mark.parametrize("preload", [True, False])
+async def test_knowledge_bases_are_loaded_when_the_server_starts_unless_told_not_to(
+    tmp_path: Path, make_settings: Callable[..., Settings], open_kb: OpenKB, preload: bool
+) -> None:
+    import anyio
+
+    write(tmp_path / "a.md", "# A\n\nalbatross")
+    settings = make_settings(preload=preload)
+    first = KnowledgeBase.open(settings)
+    await first.ingest_paths([tmp_path / "a.md"], collection="birds")
+    first.close()
+
+    kb = open_kb(settings)  # reopened: Milvus Lite starts with the collection released
+    assert not kb.store.is_loaded("birds")
+    async with session(build_server(settings, kb=kb)) as s:
+        with anyio.move_on_after(20 if preload else 0.5):
+            while not kb.store.is_loaded("birds"):
+                await anyio.sleep(0.05)
+        assert kb.store.is_loaded("birds") is preload
+        hits = (await s.ok("kb_search", {"query": "albatross", "collections": ["birds"]}))["hits"]
+        assert len(hits) == 1
