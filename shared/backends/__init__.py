@@ -9,6 +9,7 @@ it picked. The implementations are imported on first use so importing this packa
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,8 @@ async def connect_backend(
 ) -> Backend:
     """The backend ``settings`` describe; for ``auto``, the first engine that answers.
 
-    ``probe_ports`` replaces ``DEFAULT_PROBE_PORTS`` (tests pass ports they bound themselves).
+    ``OLLAMA_HOST``, when set, is asked first. ``probe_ports`` replaces ``DEFAULT_PROBE_PORTS``
+    (tests pass ports they bound themselves).
     Each port is asked ``GET /`` (Ollama answers "Ollama is running") or ``/api/version``,
     then ``GET /v1/models`` (OpenAI-compatible), each within ``backend.probe_timeout``.
     """
@@ -96,6 +98,9 @@ async def connect_backend(
         roots = [_root_of(settings.base_url)]
     else:
         roots = [f"http://127.0.0.1:{port}" for port in (probe_ports or DEFAULT_PROBE_PORTS)]
+        ollama_host = os.environ.get("OLLAMA_HOST", "").strip()
+        if ollama_host:  # where the user said Ollama is: asked first
+            roots = list(dict.fromkeys([_root_of(ollama_host, default_port=11434), *roots]))
     tried: list[str] = []
     for root in roots:
         found = await _probe(root, settings.probe_timeout, settings.api_key)
@@ -116,13 +121,16 @@ async def connect_backend(
     )
 
 
-def _root_of(url: str) -> str:
+def _root_of(url: str, *, default_port: int | None = None) -> str:
     from urllib.parse import urlsplit
 
     if "://" not in url:
         url = f"http://{url}"
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    netloc = parts.netloc
+    if default_port is not None and parts.port is None:
+        netloc = f"{netloc}:{default_port}"
+    return f"{parts.scheme}://{netloc}"
 
 
 async def _probe(root: str, timeout: float, api_key: Any = None) -> tuple[str | None, str]:

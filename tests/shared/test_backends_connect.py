@@ -23,6 +23,12 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def no_ollama_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's OLLAMA_HOST would be asked first; these tests name their engines."""
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+
+
 def test_default_probe_order_is_ollama_then_the_openai_ports() -> None:
     assert DEFAULT_PROBE_PORTS == (11434, 8000, 8080, 1234)
 
@@ -37,6 +43,20 @@ async def test_auto_skips_refused_ports_and_picks_ollama(
     assert backend.kind == "ollama"
     assert backend.base_url == fake_ollama.url
     assert any("using Ollama" in r.getMessage() for r in caplog.records)
+    await backend.aclose()
+
+
+async def test_auto_asks_ollama_host_before_the_probe_ports(
+    fake_ollama: FakeOllama, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{fake_ollama.port}")
+    backend = await connect_backend(BackendSettings(), probe_ports=[fake_openai.port])
+    assert (backend.kind, backend.base_url) == ("ollama", fake_ollama.url)
+    await backend.aclose()
+
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{closed_port()}")  # set, but nothing there
+    backend = await connect_backend(BackendSettings(), probe_ports=[fake_openai.port])
+    assert backend.kind == "openai"
     await backend.aclose()
 
 
