@@ -48,6 +48,30 @@ START_HINT = (
     "(LOCALMCP_BACKEND__BASE_URL) or OLLAMA_HOST at the host:port where it runs."
 )
 
+#: how Ollama refuses chat / generate on a model without the completion capability
+NO_COMPLETION = ("does not support chat", "does not support generate")
+
+
+def check_request(model: str, *, empty: str | None = None) -> None:
+    """``BadInput`` before a request Ollama would not answer as meant.
+
+    An empty model name (the ollama client would raise a bare pydantic error), or an empty
+    conversation / prompt (``empty`` names it): Ollama takes that as "load the model" and
+    answers with no text at all.
+    """
+    if not model.strip():
+        raise BadInput(
+            "model is empty.", hint="Pass a name such as 'llama3.2:3b' (list_models shows them)."
+        )
+    if empty is not None:
+        raise BadInput(
+            f"{empty} is empty; Ollama would only load {model!r} and return no text.",
+            hint='Add at least one message, e.g. {"role": "user", "content": "Hello"}.'
+            if empty == "messages"
+            else "Pass the text to complete.",
+            model=model,
+        )
+
 
 def ollama_options(options: GenerationOptions | None) -> dict[str, Any]:
     """Our generation options in Ollama's ``options`` vocabulary."""
@@ -111,12 +135,30 @@ class OllamaBackend(Backend):
         if isinstance(exc, ollama.ResponseError):
             status = exc.status_code
             message = exc.error
+            if status == 404 and message.strip() == "404 page not found":
+                raise UpstreamError(
+                    f"{self.base_url} has no Ollama API endpoint for {what} (404 page not found).",
+                    hint="Point backend.base_url (LOCALMCP_BACKEND__BASE_URL) or OLLAMA_HOST at "
+                    "Ollama's host:port with no path such as /v1; for an OpenAI-compatible "
+                    "engine set backend.kind = 'openai'.",
+                    model=model,
+                    status=status,
+                ) from exc
             if status == 404 and model is not None:
                 raise NotFound(
                     f"model {model!r} is not available in Ollama at {self.base_url} "
                     f"({message}); local models: {await self._local_names()}.",
                     hint=f"Pull it first (pull_model / `ollama pull {model}`), or pass one of "
                     "the local models.",
+                    model=model,
+                    status=status,
+                ) from exc
+            if status == 400 and message.endswith(NO_COMPLETION):
+                raise BadInput(
+                    f"model {model!r} cannot {what}: Ollama says {message} (it has no "
+                    "completion capability; an embedding-only model, for instance).",
+                    hint="Use it with embed, or pick a chat model (list_models / show_model "
+                    "tell which models have the 'completion' capability).",
                     model=model,
                     status=status,
                 ) from exc
@@ -261,6 +303,7 @@ class OllamaBackend(Backend):
 
     async def show_model(self, model: str) -> ModelInfo:
         """Details of one model (``/api/show``), architecture facts in ``details['model_info']``."""
+        check_request(model)
         response = await self._call(
             lambda: self._client.show(model), model=model, what=f"show {model!r}"
         )
@@ -303,6 +346,7 @@ class OllamaBackend(Backend):
 
     async def pull(self, model: str) -> AsyncIterator[PullProgress]:
         """Download ``model`` (``/api/pull``), yielding Ollama's progress steps."""
+        check_request(model)
         logger.info("pulling %s into Ollama at %s", model, self.base_url)
 
         async def open_stream() -> AsyncIterator[Any]:
@@ -369,6 +413,7 @@ class OllamaBackend(Backend):
         think: bool | None = None,
     ) -> AsyncIterator[ChatChunk]:
         """Stream ``/api/chat``."""
+        check_request(model, empty=None if messages else "messages")
         schema = check_schema(json_schema) if json_schema is not None else None
         payload = [m.model_dump() for m in messages]
 
@@ -401,6 +446,7 @@ class OllamaBackend(Backend):
         think: bool | None = None,
     ) -> AsyncIterator[ChatChunk]:
         """Stream ``/api/generate`` (the model's template applied, ``system`` included)."""
+        check_request(model, empty=None if prompt else "prompt")
         schema = check_schema(json_schema) if json_schema is not None else None
 
         async def open_stream() -> AsyncIterator[Any]:
@@ -428,6 +474,7 @@ class OllamaBackend(Backend):
 
     async def embed_batch(self, model: str, texts: list[str]) -> Embeddings:
         """``/api/embed`` for a batch of texts."""
+        check_request(model)
         if not texts:
             return Embeddings(model=model, vectors=[])
         logger.info("embed model=%s texts=%d at %s", model, len(texts), self.base_url)

@@ -6,8 +6,12 @@ import math
 import os
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
+import httpx
+import ollama
 import pytest
 from fixtures.ollama_fixture import FakeOllama, fake_ollama, ollama_server
 
@@ -44,6 +48,12 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def drain(stream: AsyncIterator[Any]) -> None:
+    """Consume a stream, so that its errors are raised."""
+    async for _ in stream:
+        pass
 
 
 def test_options_map_to_ollama_names() -> None:
@@ -142,6 +152,82 @@ async def test_unknown_model_is_not_found_and_lists_local_models(backend: Ollama
         await backend.show_model("no-such-model")
     with pytest.raises(NotFound):
         await backend.embed("no-such-model", ["x"])
+
+
+async def test_chat_or_generate_on_an_embedding_model_is_bad_input_naming_it(
+    backend: OllamaBackend, fake_ollama: FakeOllama
+) -> None:
+    with pytest.raises(BadInput) as info:
+        await backend.chat("nomic-embed-text", USER)
+    message = str(info.value)
+    assert "'nomic-embed-text'" in message and '"nomic-embed-text" does not support chat' in message
+    assert "embed" in (info.value.hint or "") and info.value.context["status"] == 400
+    with pytest.raises(BadInput, match='"nomic-embed-text" does not support generate') as info:
+        await drain(backend.generate_stream("nomic-embed-text", "Hi"))
+    assert "cannot generate" in str(info.value) and "chat model" in str(info.value)
+    assert await backend.loaded_models() == []
+
+
+async def test_empty_conversation_or_prompt_is_bad_input_before_any_request(
+    backend: OllamaBackend, fake_ollama: FakeOllama
+) -> None:
+    with pytest.raises(BadInput, match=r"messages is empty; Ollama would only load 'llama3\.1:8b'"):
+        await backend.chat("llama3.1:8b", [])
+    with pytest.raises(BadInput, match="prompt is empty"):
+        await drain(backend.generate_stream("llama3.1:8b", "", system="Be brief"))
+    assert fake_ollama.requests == []
+
+
+async def test_empty_model_name_is_bad_input_not_a_client_validation_error(
+    backend: OllamaBackend, fake_ollama: FakeOllama
+) -> None:
+    with pytest.raises(BadInput, match="model is empty"):
+        await backend.show_model("")
+    with pytest.raises(BadInput, match="model is empty"):
+        await drain(backend.pull(" "))
+    with pytest.raises(BadInput, match="model is empty"):
+        await backend.embed("", ["x"])
+    with pytest.raises(BadInput, match="model is empty"):
+        await backend.chat("", USER)
+    assert fake_ollama.requests == []
+
+
+async def test_a_base_url_with_a_path_gets_404_page_not_found_and_a_base_url_hint(
+    fake_ollama: FakeOllama,
+) -> None:
+    backend = OllamaBackend(f"{fake_ollama.url}/v1", settings=BackendSettings())
+    with pytest.raises(UpstreamError) as info:
+        await backend.chat("llama3.1:8b", USER)
+    assert info.value.status == 404
+    message = str(info.value)
+    assert f"{fake_ollama.url}/v1" in message and "404 page not found" in message
+    assert "backend.base_url" in message and "/v1" in (info.value.hint or "")
+    with pytest.raises(UpstreamError, match="no Ollama API endpoint for list models"):
+        await backend.list_models()
+    await backend.aclose()
+
+
+async def test_injected_failures_reach_show_list_ps_embed_and_pull(
+    backend: OllamaBackend, fake_ollama: FakeOllama
+) -> None:
+    fake_ollama.fail_status = (500, "boom")
+    calls: dict[str, Any] = {
+        "show": lambda: backend.show_model("llama3.1:8b"),
+        "list": backend.list_models,
+        "ps": backend.loaded_models,
+        "embed": lambda: backend.embed("nomic-embed-text", ["x"]),
+    }
+    for what, call in calls.items():
+        with pytest.raises(UpstreamError, match="answered 500") as info:
+            await call()
+        assert info.value.status == 500 and "boom" in str(info.value), what
+    with pytest.raises(UpstreamError, match="boom"):
+        await drain(backend.pull("smollm2:135m"))
+    fake_ollama.fail_status = (404, "model 'llama3.1:8b' not found")
+    fake_ollama.fail_paths = {"/api/show"}
+    with pytest.raises(NotFound, match=r"local models: llama3\.1:8b, qwen3:8b"):
+        await backend.show_model("llama3.1:8b")
+    assert len(await backend.list_models()) == 3
 
 
 async def test_error_line_inside_a_stream_becomes_upstream_error(
@@ -265,6 +351,100 @@ async def test_list_show_and_ps_report_what_the_engine_knows(backend: OllamaBack
     loaded = await backend.loaded_models()
     assert [m.name for m in loaded] == ["llama3.1:8b"]
     assert loaded[0].vram_bytes and loaded[0].size_bytes and loaded[0].expires_at is not None
+
+
+async def test_loaded_models_expire_after_ollamas_default_keep_alive(
+    backend: OllamaBackend,
+) -> None:
+    await backend.chat("llama3.1:8b", USER)
+    (loaded,) = await backend.loaded_models()
+    assert loaded.expires_at is not None
+    left = loaded.expires_at - datetime.now(UTC)
+    assert timedelta(minutes=4) < left <= timedelta(minutes=5)
+
+
+async def test_fixture_empty_requests_load_and_unload_and_keep_alive_sets_expiry(
+    backend: OllamaBackend, fake_ollama: FakeOllama
+) -> None:
+    async with ollama.AsyncClient(host=fake_ollama.host) as client:
+        loaded = await client.chat("llama3.1:8b", messages=[], keep_alive="10m")
+        assert (loaded.done, loaded.done_reason, loaded.message.content) == (True, "load", "")
+        generated = await client.generate("qwen3:8b", "", keep_alive=-1)
+        assert (generated.done, generated.done_reason, generated.response) == (True, "load", "")
+        now = datetime.now(UTC)
+        left = {m.name: (m.expires_at or now) - now for m in await backend.loaded_models()}
+        assert list(left) == ["qwen3:8b", "llama3.1:8b"]  # latest expiry first, as Ollama
+        assert timedelta(minutes=9) < left["llama3.1:8b"] <= timedelta(minutes=10)
+        assert left["qwen3:8b"] > timedelta(days=365 * 200)
+
+        unloaded = await client.chat("llama3.1:8b", messages=[], keep_alive=0)
+        assert (unloaded.done_reason, unloaded.message.content) == ("unload", "")
+        assert (await client.generate("qwen3:8b", "", keep_alive="0s")).done_reason == "unload"
+        assert await backend.loaded_models() == []
+
+        answered = await client.chat("llama3.1:8b", messages=[USER[0].model_dump()], keep_alive=0)
+        assert answered.message.content == "You said: What is 東京? 🚀"
+        assert await backend.loaded_models() == []
+        # unloading needs no completion capability; loading an embedding model does
+        embed_unload = await client.chat("nomic-embed-text", messages=[], keep_alive=0)
+        assert embed_unload.done_reason == "unload"
+        with pytest.raises(ollama.ResponseError, match='"nomic-embed-text" does not support chat'):
+            await client.chat("nomic-embed-text", messages=[])
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        (
+            "/api/chat",
+            {"model": "llama3.1:8b", "messages": "hi"},
+            "json: cannot unmarshal string into Go struct field ChatRequest.messages of type "
+            "[]api.Message",
+        ),
+        ("/api/chat", {"model": "llama3.1:8b", "messages": ["hi"]}, "cannot unmarshal string"),
+        (
+            "/api/chat",
+            {"model": "llama3.1:8b", "messages": [{"role": "user", "content": 7}]},
+            "cannot unmarshal number into Go struct field ChatRequest.messages.content",
+        ),
+        ("/api/generate", {"model": "llama3.1:8b", "prompt": ["hi"]}, "cannot unmarshal array"),
+        ("/api/chat", {"model": 5, "messages": []}, "cannot unmarshal number"),
+        ("/api/generate", {"model": "llama3.1:8b", "options": "hot"}, "cannot unmarshal string"),
+        (
+            "/api/chat",
+            {"model": "llama3.1:8b", "messages": [], "keep_alive": "10"},
+            'time: missing unit in duration "10"',
+        ),
+        ("/api/generate", {"model": "llama3.1:8b", "keep_alive": "soon"}, "time: invalid"),
+        ("/api/generate", {"model": "llama3.1:8b", "keep_alive": True}, "Unsupported type"),
+        ("/api/embed", {"model": "nomic-embed-text", "input": 5}, "invalid input type"),
+        ("/api/embed", {"model": "nomic-embed-text", "input": ["a", 5]}, "invalid input type"),
+        ("/api/embed", {"model": "nomic-embed-text", "input": {"a": 1}}, "invalid input type"),
+        ("/api/pull", {"model": ""}, "model is required"),
+        ("/api/pull", {"stream": False}, "model is required"),
+    ],
+)
+async def test_fixture_answers_malformed_bodies_with_a_json_400(
+    fake_ollama: FakeOllama, path: str, body: dict[str, Any], error: str
+) -> None:
+    async with httpx.AsyncClient(base_url=fake_ollama.url) as client:
+        response = await client.post(path, json=body)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert error in response.json()["error"]
+    assert fake_ollama.loaded == {}
+
+
+async def test_fixture_answers_unknown_paths_as_go_does(fake_ollama: FakeOllama) -> None:
+    async with httpx.AsyncClient(base_url=fake_ollama.url) as client:
+        for method, path in [("GET", "/api/nope"), ("POST", "/v1/api/chat"), ("GET", "/x")]:
+            response = await client.request(method, path)
+            assert (response.status_code, response.text) == (404, "404 page not found")
+            assert response.headers["content-type"].startswith("text/plain")
+        wrong_method = await client.get("/api/chat")
+        assert (wrong_method.status_code, wrong_method.text) == (405, "405 method not allowed")
+        empty = await client.post("/api/embed", json={"model": "nomic-embed-text", "input": ""})
+        assert empty.json() == {"model": "nomic-embed-text:latest", "embeddings": []}
 
 
 async def test_pull_yields_the_progress_sequence_and_adds_the_model(
