@@ -128,9 +128,12 @@ def install(
         typer.echo(f"added {name} to {result.path}")
     for name in result.replaced:
         typer.echo(f"updated {name} in {result.path}")
+    for name in result.unchanged:
+        typer.echo(f"{name} is already set up in {result.path}")
     if result.backup is not None:
         typer.echo(f"previous file saved as {result.backup}")
-    typer.echo(f"Restart {result.client.title} to load the new servers.")
+    if result.written:
+        typer.echo(f"Restart {result.client.title} to load the new servers.")
 
 
 @app.command()

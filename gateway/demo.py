@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from .shared.config import Settings
 from .shared.errors import LocalMCPError
@@ -116,7 +117,7 @@ class Printer:
             for col in columns:
                 table.add_column(col, overflow="fold")
             for row in rows:
-                table.add_row(*(_cell(v) for v in row))
+                table.add_row(*(Text(_cell(v)) for v in row))  # values are data, not markup
             self.console.print(table)
             return
         self.line(f"{title}:")
@@ -135,7 +136,7 @@ class Printer:
             table.add_column(style="bold cyan")
             table.add_column(overflow="fold")
             for key, value in data.items():
-                table.add_row(str(key), _cell(value))
+                table.add_row(Text(str(key)), Text(_cell(value)))
             self.console.print(Panel(table, title=title, title_align="left"))
             return
         self.line(f"{title}:")

@@ -266,6 +266,7 @@ _MARK = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red")
 def render(sections: list[Section], console: Any) -> None:
     """Print the report: rich tables on a terminal, plain lines elsewhere."""
     from rich.table import Table
+    from rich.text import Text
 
     for section in sections:
         if console.is_terminal:
@@ -276,7 +277,9 @@ def render(sections: list[Section], console: Any) -> None:
             for check in section.checks:
                 mark, colour = _MARK[check.status]
                 value = check.value + (f"\n{check.detail}" if check.detail else "")
-                table.add_row(f"[{colour}]{mark}[/]" if colour else mark, check.name, value)
+                table.add_row(
+                    Text(mark, style=colour), Text(check.name), Text(value)
+                )  # names and values hold paths and messages: never markup
             console.print(table)
             continue
         plain = {"markup": False, "highlight": False, "soft_wrap": True}

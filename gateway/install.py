@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class InstallResult:
     replaced: list[str]
     backup: Path | None
     written: bool
+    unchanged: list[str] = field(default_factory=list)
 
 
 def client_kind(name: str) -> ClientKind:
@@ -209,17 +210,26 @@ def install(
     section: dict[str, Any] = dict(config.get(client.servers_key) or {})
     added: list[str] = []
     replaced: list[str] = []
+    unchanged: list[str] = []
     for server in servers:
         name = entry_name(server)
-        (replaced if name in section else added).append(name)
-        section[name] = server_entry(client, server, exe)
+        entry = server_entry(client, server, exe)
+        if name not in section:
+            added.append(name)
+        elif section[name] == entry:
+            unchanged.append(name)
+        else:
+            replaced.append(name)
+        section[name] = entry
     merged = {**config, client.servers_key: section}
 
     backup: Path | None = None
+    if not (added or replaced):  # the file already says exactly this: leave it be
+        return InstallResult(client, path, merged, [], [], None, False, unchanged)
     if not dry_run:
         if path.exists():
             backup = _backup_path(path)
             shutil.copy2(path, backup)
         _write_atomically(path, json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
         logger.info("wrote %s (backup %s)", path, backup)
-    return InstallResult(client, path, merged, added, replaced, backup, not dry_run)
+    return InstallResult(client, path, merged, added, replaced, backup, not dry_run, unchanged)

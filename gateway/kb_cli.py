@@ -100,6 +100,13 @@ def _print_json(model: BaseModel) -> None:
     typer.echo(json.dumps(model.model_dump(mode="json"), ensure_ascii=False, indent=2))
 
 
+def esc(text: object) -> str:
+    """``text`` safe to print with Rich markup: paths and messages may hold [brackets]."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -176,13 +183,17 @@ def _show_ingest(result: Any) -> None:
     console = _console()
     for doc in result.documents:
         if doc.status == "failed":
-            console.print(f"[red]failed[/red] {doc.source}: {doc.message}", highlight=False)
+            console.print(
+                f"[red]failed[/red] {esc(doc.source)}: {esc(doc.message)}", highlight=False
+            )
         elif doc.status in ("duplicate", "removed"):
-            console.print(f"[yellow]{doc.status}[/yellow] {doc.source}", highlight=False)
+            console.print(f"[yellow]{doc.status}[/yellow] {esc(doc.source)}", highlight=False)
         for warning in doc.warnings:
-            console.print(f"[yellow]warning[/yellow] {doc.source}: {warning}", highlight=False)
+            console.print(
+                f"[yellow]warning[/yellow] {esc(doc.source)}: {esc(warning)}", highlight=False
+            )
     for warning in result.warnings:
-        console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
+        console.print(f"[yellow]warning[/yellow] {esc(warning)}", highlight=False)
     console.print(
         f"{result.collection}: {result.added} added, {result.updated} updated, "
         f"{result.unchanged} unchanged, {result.duplicates} duplicate, {result.removed} removed, "
@@ -230,17 +241,21 @@ def search(
         return
     console = _console()
     for warning in result.warnings:
-        console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
+        console.print(f"[yellow]warning[/yellow] {esc(warning)}", highlight=False)
     if not result.hits:
         console.print(f"nothing found ({result.mode} search).")
     for hit in result.hits:
         where = " > ".join(hit.heading_path) or hit.title
         console.print(
-            f"[bold]{hit.rank}.[/bold] {where}  [dim]{hit.score:.3f}[/dim]", highlight=False
+            f"[bold]{hit.rank}.[/bold] {esc(where)}  [dim]{hit.score:.3f}[/dim]", highlight=False
         )
-        console.print(f"   [dim]{hit.source} #{hit.position}  {hit.uri}[/dim]", highlight=False)
+        console.print(
+            f"   [dim]{esc(hit.source)} #{hit.position}  {esc(hit.uri)}[/dim]", highlight=False
+        )
         snippet = " ".join(hit.text.split())
-        console.print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}", highlight=False)
+        console.print(
+            f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}", highlight=False, markup=False
+        )
 
 
 @kb_app.command()
@@ -263,14 +278,14 @@ def ask(
         _print_json(result)
         return
     console = _console()
-    console.print(result.answer, highlight=False)
+    console.print(result.answer, highlight=False, markup=False)
     if result.sources:
         console.print()
     for src in result.sources:
         where = " > ".join(src.heading_path) or src.title
         console.print(f"[{src.n}] {where} — {src.source}", highlight=False, markup=False)
     for warning in result.warnings:
-        console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
+        console.print(f"[yellow]warning[/yellow] {esc(warning)}", highlight=False)
 
 
 @kb_app.command("list")
@@ -307,7 +322,7 @@ def stats(
         _print_json(result)
         return
     console = _console()
-    console.print(f"store: {result.store}", highlight=False)
+    console.print(f"store: {result.store}", highlight=False, markup=False)
     for c in result.collections:
         formats = ", ".join(f"{k} {v}" for k, v in sorted(c.formats.items())) or "-"
         console.print(
@@ -320,7 +335,7 @@ def stats(
                 f"  {c.hidden_chunks} chunk rows of unfinished writes (next ingest cleans)"
             )
         for warning in c.warnings:
-            console.print(f"  [yellow]warning[/yellow] {warning}", highlight=False)
+            console.print(f"  [yellow]warning[/yellow] {esc(warning)}", highlight=False)
 
 
 @kb_app.command()

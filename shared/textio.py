@@ -28,7 +28,7 @@ MIB = 1024 * 1024
 SIZE_SETTING = "kb.max_file_mb"
 ROOTS_HINT = (
     "Allow its folder with kb.allowed_roots in the config file "
-    "(or LOCALMCP_KB__ALLOWED_ROOTS), or pass --root FOLDER on the command line."
+    "(or LOCALMCP_KB__ALLOWED_ROOTS); `localmcp kb ingest` also takes --root FOLDER."
 )
 
 # How much of a file is inspected to decide whether it is binary.

@@ -108,7 +108,7 @@ class InferenceService:
         async with self._lock:
             if self._backend is None:
                 backend = await self._connect(self.settings.backend)
-                logger.info("connected to %s engine at %s", backend.kind, backend.base_url)
+                logger.info("using the %s engine at %s", backend.kind, backend.base_url)
                 self._backend = backend
             return self._backend
 

@@ -136,3 +136,21 @@ def test_cli_install_writes_the_file_and_reports_the_backup(tmp_path: Path) -> N
     assert "previous file saved as" in done.stdout
     entry = json.loads(path.read_text(encoding="utf-8"))["mcpServers"]["localmcp-inference"]
     assert entry["command"] == str(exe)
+
+
+def test_installing_the_same_entry_again_leaves_the_file_and_makes_no_backup(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "claude_desktop_config.json"
+    path.write_text(json.dumps(USER_CONFIG), encoding="utf-8")
+    first = install("claude", ["inference"], config_path=path, command="/opt/bin/localmcp")
+    assert first.written and first.replaced == ["localmcp-inference"]
+    written = path.read_bytes()
+    backups = sorted(tmp_path.glob("*.bak"))
+
+    again = install("claude", ["inference"], config_path=path, command="/opt/bin/localmcp")
+
+    assert (again.added, again.replaced, again.unchanged) == ([], [], ["localmcp-inference"])
+    assert not again.written and again.backup is None
+    assert path.read_bytes() == written
+    assert sorted(tmp_path.glob("*.bak")) == backups

@@ -83,3 +83,33 @@ def test_ingest_in_a_pipe_prints_no_bar(
     assert done.returncode == 0, done.stderr
     assert "━" not in done.stdout + done.stderr
     assert f"default: {FILES} added, 0 updated" in done.stdout
+
+
+def test_messages_and_text_with_brackets_are_printed_as_they_are(
+    localmcp_exe: Path, isolated_env: dict[str, str], tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "tags.md").write_text("# [/b] closing [red]tags[/red]\n\nkittiwake [/i] text", "utf-8")
+    outside = tmp_path / "elsewhere.md"
+    outside.write_text("# Elsewhere\n\nnot under the root", "utf-8")
+
+    def kb(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(localmcp_exe), "kb", *args],
+            env=isolated_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    refused = kb("ingest", str(outside), "--root", str(notes))
+    assert refused.returncode == 1, refused.stderr  # nothing could be read: a failure
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert f"outside the allowed roots [{notes}]" in " ".join(refused.stdout.split())
+
+    assert kb("ingest", str(notes)).returncode == 0
+    found = kb("search", "kittiwake")
+    assert found.returncode == 0, found.stderr
+    assert "[/b] closing [red]tags[/red]" in found.stdout
+    assert "kittiwake [/i] text" in found.stdout
