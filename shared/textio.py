@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -266,8 +267,14 @@ def read_file_bytes(path: Path, *, max_bytes: int) -> bytes:
         raise NotFound(f"file {source!r} does not exist.", path=source) from exc
     except OSError as exc:
         raise BadInput(f"cannot read {source!r}: {exc.strerror}.", path=source) from exc
-    if path.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise BadInput(f"{source!r} is a folder, not a file.", hint="Pass a file.", path=source)
+    if not stat.S_ISREG(info.st_mode):  # reading a FIFO or a device could block for ever
+        raise BadInput(
+            f"{source!r} is not a regular file (a pipe, socket or device).",
+            hint="Only ordinary files are read; copy its content into a file first.",
+            path=source,
+        )
     if info.st_size > max_bytes:
         raise size_limit_error(source, info.st_size, max_bytes)
 

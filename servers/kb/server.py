@@ -66,7 +66,9 @@ CollectionsArg = Annotated[
 ]
 CollectionArg = Annotated[
     str | None,
-    Field(description="Knowledge base name (letters, digits, _); omit for the default one."),
+    Field(
+        description="Knowledge base name (lower-case letters, digits, _); omit for the default one."
+    ),
 ]
 ModeArg = Annotated[
     SearchMode | None,

@@ -277,6 +277,12 @@ class KnowledgeBase:
                 "give exactly one of doc_id and source.",
                 hint="doc_id comes from kb_search results; source is the path or label.",
             )
+        if source is not None and not source.removesuffix("*").strip():
+            raise BadInput(
+                f"source {source!r} would delete every document of the knowledge base.",
+                hint="Name a source or a folder prefix such as '/home/me/notes/*'; to remove a "
+                "whole knowledge base, run `localmcp kb drop NAME`.",
+            )
 
         def run() -> DeleteResult:
             self.store.meta(name)

@@ -69,11 +69,14 @@ ANALYZER_PARAMS: dict[str, Any] = {
     ],
 }
 
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+# Lower case only: Milvus Lite does not keep 'Notes' and 'notes' apart, and two knowledge
+# bases sharing storage under two names corrupt each other.
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 NAME_HINT = (
-    "Use 1-63 ASCII letters, digits and single underscores, starting with a letter "
-    "(e.g. 'debian_faq'); Milvus allows nothing else in collection names, so names with "
-    "spaces or CJK characters are refused rather than renamed."
+    "Use 1-63 lower-case ASCII letters, digits and single underscores, starting with a letter "
+    "(e.g. 'debian_faq'); Milvus allows nothing else in collection names and Milvus Lite does "
+    "not tell 'Notes' from 'notes', so names with capitals, spaces or CJK characters are "
+    "refused rather than renamed."
 )
 
 # Field sizes in bytes (Milvus VARCHAR lengths count UTF-8 bytes).

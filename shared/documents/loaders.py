@@ -148,7 +148,13 @@ def html_to_markdown(html: str) -> tuple[str | None, str]:
     for node in tree.css(_HTML_NOISE):
         node.decompose()
     root = _main_node(tree)
-    markdown = _converter().convert(root.html or "") if root is not None else ""
+    try:
+        markdown = _converter().convert(root.html or "") if root is not None else ""
+    except RecursionError as exc:  # the converter recurses once per nesting level
+        raise BadInput(
+            "the HTML is nested too deeply to convert to text.",
+            hint="Simplify the page (or save it as plain text) and ingest that.",
+        ) from exc
     markdown = markdown.replace("\xa0", " ")
     markdown = _BLANK_RUNS.sub("\n\n", _TRAILING_SPACE.sub("\n", markdown)).strip() + "\n"
     if not title:

@@ -353,3 +353,45 @@ async def test_time_limit_stops_between_documents_and_a_rerun_continues(
     assert (rerun.unchanged, rerun.added, rerun.not_reached) == (1, 2, 0)
     assert str(big) in await _sources(kb)
     assert str(big) in await _hit_sources(kb, "gannets")
+
+
+async def test_pipes_and_devices_are_refused_without_reading_them(
+    tmp_path: Path, make_settings: Callable[..., Settings], open_kb: OpenKB
+) -> None:
+    import os
+    import socket
+
+    import anyio
+
+    docs = tmp_path / "docs"
+    write(docs / "fine.md", "# Fine\n\nordinary file")
+    os.mkfifo(docs / "pipe.md")  # opening it for reading would wait for a writer for ever
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(docs / "socket.md"))
+    kb = open_kb(make_settings())
+
+    try:
+        with anyio.fail_after(30):
+            result = await kb.ingest_paths([docs, docs / "pipe.md"], collection="docs")
+    finally:
+        listener.close()
+
+    reasons = {Path(d.source).name: d.message or "" for d in result.documents}
+    assert (result.added, result.failed) == (1, 2)
+    assert "is not a regular file" in reasons["pipe.md"]
+    assert "is not a regular file" in reasons["socket.md"]
+
+
+async def test_html_nested_too_deeply_is_refused_and_the_batch_goes_on(
+    tmp_path: Path, make_settings: Callable[..., Settings], open_kb: OpenKB
+) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "deep.html", "<html><body>" + "<div>" * 3000 + "deep" + "</div>" * 3000)
+    write(docs / "fine.md", "# Fine\n\nordinary file")
+    kb = open_kb(make_settings())
+
+    result = await kb.ingest_paths([docs], collection="docs")
+
+    reasons = {Path(d.source).name: d.message or "" for d in result.documents}
+    assert (result.added, result.failed) == (1, 1)
+    assert "nested too deeply" in reasons["deep.html"]

@@ -135,6 +135,9 @@ async def test_documents_are_readable_as_resources(
         ("kb_ingest", {}, "give either paths or text"),
         ("kb_ingest", {"paths": ["/etc/passwd"], "text": "x"}, "give either paths or text"),
         ("kb_delete", {}, "exactly one of doc_id and source"),
+        ("kb_delete", {"source": "*"}, "would delete every document"),
+        ("kb_delete", {"source": " *"}, "would delete every document"),
+        ("kb_ingest", {"text": "x", "collection": "Default"}, "does not tell 'Notes' from"),
     ],
 )
 async def test_bad_arguments_are_clear_tool_errors_and_change_nothing(

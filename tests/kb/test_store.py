@@ -70,7 +70,9 @@ def _keyword(store: Store, name: str, query: str, expr: str = "") -> list[str]:
     return [h.text for h in hits]
 
 
-@pytest.mark.parametrize("name", ["my docs", "知识库", "docs-2024", "1docs", "a__b", "", "x" * 64])
+@pytest.mark.parametrize(
+    "name", ["my docs", "知识库", "docs-2024", "1docs", "a__b", "", "x" * 64, "Notes", "faqEN"]
+)
 def test_collection_names_milvus_cannot_hold_are_refused_with_the_rule(name: str) -> None:
     with pytest.raises(BadInput) as err:
         check_collection_name(name)
