@@ -18,6 +18,7 @@ Sizes are reported in GB meaning GiB (2^30 bytes), the unit GPU memory is quoted
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,6 +37,18 @@ DEFAULT_VOCAB = 128_000
 CONTEXT_STEP = 256
 #: the longest context searched when the model's own limit is unknown
 SEARCH_LIMIT = 4 * 1024 * 1024
+
+#: Accepted range and an example of each number fit_model takes (the tool's argument limits
+#: too): beyond these the figures mean nothing, and huge ones overflow the arithmetic.
+LIMITS: dict[str, tuple[float, float, str]] = {
+    "gpu_memory_gb": (0.01, 16_384, "24"),
+    "parameters_billions": (0.001, 100_000, "7 for a 7B model"),
+    "parameters": (1e6, 1e14, "7e9"),
+    "context": (1, 100_000_000, "8192"),
+    "layers": (1, 10_000, "32"),
+    "kv_heads": (1, 10_000, "8"),
+    "head_dim": (1, 65_536, "128"),
+}
 
 #: Average bits per weight of whole model files (llama.cpp quantize tables and block layouts;
 #: K-quant mixes keep some tensors at higher precision, hence e.g. 4.85 for Q4_K_M).
@@ -204,6 +217,33 @@ KNOWN_MODELS: tuple[tuple[str, str, Architecture, str], ...] = (
         _hf("HuggingFaceTB/SmolLM2-135M-Instruct"),
     ),
 )
+
+
+def check_argument(name: str, value: float | None, *, source: str | None = None) -> float | None:
+    """``value`` when it is None or a finite number within ``LIMITS[name]``.
+
+    ``BadInput`` otherwise, naming the value, where it came from and the accepted range.
+    """
+    if value is None:
+        return None
+    low, high, example = LIMITS[name]
+    text = repr(value)
+    shown = text if len(text) <= 24 else f"{text[:12]}... ({len(text)} digits)"
+    origin = f" (from {source})" if source else ""
+    if name in Architecture.__dataclass_fields__:
+        hint = (
+            f"Pass the model's real {name} as an argument (parameters_billions, layers, "
+            f"kv_heads, head_dim; {name} lies between {low:g} and {high:g})."
+        )
+    else:
+        hint = f"Pass {name} between {low:g} and {high:g}, e.g. {example}."
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadInput(f"{name} is {shown}{origin}; it must be a finite number.", hint=hint)
+    if value < low:
+        raise BadInput(f"{name} is {shown}{origin}; it must be at least {low:g}.", hint=hint)
+    if value > high:
+        raise BadInput(f"{name} is {shown}{origin}; it must be at most {high:g}.", hint=hint)
+    return value
 
 
 def _normalised_name(name: str) -> str:
@@ -480,8 +520,9 @@ def fit(
             hint="Pass them as arguments (parameters_billions, layers, kv_heads, head_dim), or "
             "name a model the engine or the built-in table knows.",
         )
-    if context < 1:
-        raise BadInput(f"context must be at least 1 token, got {context}.", hint="Pass e.g. 8192.")
+    for name in ("parameters", "layers", "kv_heads", "head_dim"):
+        check_argument(name, getattr(arch, name), source=(sources or {}).get(name))
+    check_argument("context", context)
     quant, bits = bits_per_weight(quantization)
     element = kv_bytes_per_element(kv_cache)
     need = estimate(arch, bits, context, element)

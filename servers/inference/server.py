@@ -18,7 +18,7 @@ from localmcp.shared.server import (
     tool_errors,
 )
 
-from .fit import FitReport
+from .fit import LIMITS, FitReport
 from .models import (
     ChatAnswer,
     EmbedResult,
@@ -85,6 +85,17 @@ ThinkArg = Annotated[
 ]
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+
+
+def _limits(name: str) -> dict[str, Any]:
+    """``ge`` / ``le`` (and no infinity or NaN) for a fit_model number, from ``fit.LIMITS``."""
+    low, high, _ = LIMITS[name]
+    return {"ge": low, "le": high, "allow_inf_nan": False}
+
+
+def _int_limits(name: str) -> dict[str, Any]:
+    low, high, _ = LIMITS[name]
+    return {"ge": int(low), "le": int(high)}
 
 
 def build_server(settings: Settings) -> MCPServer[Any]:
@@ -265,7 +276,8 @@ def build_server(settings: Settings) -> MCPServer[Any]:
             ),
         ] = None,
         context: Annotated[
-            int | None, Field(gt=0, description="Context length in tokens; default 8192.")
+            int | None,
+            Field(**_int_limits("context"), description="Context length in tokens; default 8192."),
         ] = None,
         kv_cache: Annotated[
             str, Field(description="KV cache precision: f16 (default), q8_0 or q4_0.")
@@ -273,20 +285,29 @@ def build_server(settings: Settings) -> MCPServer[Any]:
         gpu_memory_gb: Annotated[
             float | None,
             Field(
-                gt=0,
+                **_limits("gpu_memory_gb"),
                 description="GPU memory in GB to check against, e.g. 24; default: measured "
                 "with nvidia-ml-py, else the configured default.",
             ),
         ] = None,
         gpu_index: Annotated[int, Field(ge=0, description="Which GPU to measure.")] = 0,
         parameters_billions: Annotated[
-            float | None, Field(gt=0, description="Parameter count in billions (overrides).")
+            float | None,
+            Field(
+                **_limits("parameters_billions"),
+                description="Parameter count in billions (overrides), e.g. 7 or 0.135.",
+            ),
         ] = None,
-        layers: Annotated[int | None, Field(gt=0, description="Transformer layers.")] = None,
+        layers: Annotated[
+            int | None, Field(**_int_limits("layers"), description="Transformer layers.")
+        ] = None,
         kv_heads: Annotated[
-            int | None, Field(gt=0, description="Key/value heads (num_key_value_heads).")
+            int | None,
+            Field(**_int_limits("kv_heads"), description="Key/value heads (num_key_value_heads)."),
         ] = None,
-        head_dim: Annotated[int | None, Field(gt=0, description="Attention head size.")] = None,
+        head_dim: Annotated[
+            int | None, Field(**_int_limits("head_dim"), description="Attention head size.")
+        ] = None,
     ) -> FitReport:
         """Will a model fit the GPU? Weights + KV cache + overhead against GPU memory, with
         the breakdown in GB, the headroom and the largest context that fits."""

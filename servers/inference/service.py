@@ -406,6 +406,16 @@ class InferenceService:
         head_dim: int | None = None,
     ) -> fitting.FitReport:
         """Will ``model`` at ``quantization`` with ``context`` tokens fit the GPU?"""
+        numbers = {
+            "gpu_memory_gb": gpu_memory_gb,
+            "parameters_billions": parameters_billions,
+            "context": context,
+            "layers": layers,
+            "kv_heads": kv_heads,
+            "head_dim": head_dim,
+        }
+        for name, value in numbers.items():
+            fitting.check_argument(name, value)
         model = clean_text(model).strip() if model else None
         sources: dict[str, str] = {}
         notes: list[str] = []
@@ -501,10 +511,7 @@ class InferenceService:
 
     async def _gpu(self, gpu_memory_gb: float | None, gpu_index: int) -> fitting.GpuMemory:
         if gpu_memory_gb is not None:
-            if gpu_memory_gb <= 0:
-                raise BadInput(
-                    f"gpu_memory_gb must be positive, got {gpu_memory_gb}.", hint="Pass e.g. 24."
-                )
+            fitting.check_argument("gpu_memory_gb", gpu_memory_gb)
             size = int(gpu_memory_gb * fitting.GIB)
             return fitting.GpuMemory(size, None, "gpu_memory_gb argument")
         measured = await anyio.to_thread.run_sync(fitting.nvml_memory, gpu_index)
@@ -512,6 +519,8 @@ class InferenceService:
             return measured
         default = self.settings.inference.default_gpu_memory_gb
         if default is not None:
+            setting = "inference.default_gpu_memory_gb"
+            fitting.check_argument("gpu_memory_gb", default, source=f"the {setting} setting")
             size = int(default * fitting.GIB)
             return fitting.GpuMemory(size, None, "inference.default_gpu_memory_gb setting")
         raise BadInput(

@@ -15,17 +15,23 @@ With ``backend.embed_pooling = "mean"`` (the default) those token vectors are av
 L2-normalised here; with ``"none"`` the call is refused with a message saying how to start the
 engine with pooling (``llama-server --embeddings --pooling mean``).
 
-Errors are translated to ``shared.errors`` in ``_translate``; only connection failures before
-a request reached the engine are retried (``backend.retries``).
+Errors are translated to ``shared.errors``: transport failures in ``_raise_transport``, HTTP
+error answers in ``_error``, and replies localmcp cannot read (a body that is not JSON, a
+field of the wrong shape, NaN in a vector, ragged vectors) in ``_read``, which runs every
+``_parse_*`` function of this module. A stream that stops with neither a ``finish_reason`` nor
+``[DONE]`` (llama-cpp-python when the prompt exceeds its context window) is an error too.
+Only connection failures before a request reached the engine are retried (``backend.retries``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -50,10 +56,11 @@ from .base import (
     PullProgress,
 )
 from .pooling import is_per_token, mean_pool
-from .streaming import ThinkSplitter, sse_data, within_deadline
+from .streaming import SSE_DONE, ThinkSplitter, sse_data, within_deadline
 from .structured import check_schema, validate_reply
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: ``owned_by`` values of engines that serve exactly the models they list
 _SERVING_ENGINES = {"llamacpp", "me", "vllm", "tensorrt_llm", "trtllm"}
@@ -61,11 +68,24 @@ _QUANT_IN_NAME = re.compile(
     r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|FP16|F32|FP8)(?![A-Za-z0-9])", re.I
 )
 _MAX_ERROR_CHARS = 1500
+#: what reading a reply of an unexpected shape can raise (pydantic's ValidationError and
+#: json's JSONDecodeError are ValueErrors)
+_READ_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
 
 START_HINT = (
     "Start an OpenAI-compatible engine there (e.g. `localmcp demo` starts llama.cpp; "
     "`vllm serve MODEL`; `llama-server -m MODEL.gguf --port 8080`; LM Studio's server on 1234) "
     "or point backend.base_url (LOCALMCP_BACKEND__BASE_URL) at a running one."
+)
+UNREADABLE_HINT = (
+    "Check backend.base_url points at the engine's OpenAI-compatible /v1 root (not a web page "
+    "or a proxy), read the engine's log, and retry; if it persists the engine or its model "
+    "misbehaves: try another model or engine version."
+)
+CONTEXT_HINT = (
+    "Read the engine's log. Send a shorter prompt (or fewer messages) or ask for fewer tokens "
+    "(max_tokens), or restart the engine with a larger context: llama.cpp --n_ctx N "
+    "(llama-cpp-python) or -c N (llama-server), vLLM --max-model-len N."
 )
 PULL_HINT = (
     "Load the model in the engine itself: llama.cpp `llama-server -m FILE.gguf`; vLLM "
@@ -216,6 +236,25 @@ class OpenAICompatBackend(Backend):
             hint=hint,
         )
 
+    def _read(self, what: str, parse: Callable[..., T], *args: Any) -> T:
+        """``parse(*args)``, with any failure to read the engine's reply as ``UpstreamError``.
+
+        Every reply body passes through here, so a malformed one (not JSON, a missing field,
+        a string where an object belongs, NaN in a vector) names the engine and what was wrong
+        instead of surfacing as a Python error.
+        """
+        try:
+            return parse(*args)
+        except _READ_ERRORS as exc:  # _Malformed included: its message is the detail
+            detail = str(exc) if isinstance(exc, _Malformed) else f"{type(exc).__name__}: {exc}"
+            if len(detail) > _MAX_ERROR_CHARS:
+                detail = detail[:_MAX_ERROR_CHARS] + "..."
+            logger.debug("unreadable %s from %s", what, self.base_url, exc_info=True)
+            raise UpstreamError(
+                f"the engine at {self.base_url} sent {what} that localmcp cannot read: {detail}.",
+                hint=UNREADABLE_HINT,
+            ) from exc
+
     async def _raise_unknown_model(self, model: str) -> NoReturn:
         names = [m.name for m in await self._list(refresh=True)]
         raise NotFound(
@@ -241,17 +280,7 @@ class OpenAICompatBackend(Backend):
         response = await self._send("GET", "models")
         if response.status_code >= 400:
             await self._error(response)
-        try:
-            data = response.json().get("data", [])
-        except (ValueError, AttributeError) as exc:
-            raise UpstreamError(
-                f"the engine at {self.base_url} sent a /models reply that is not an OpenAI "
-                f"model list: {response.text[:200]!r}.",
-                hint="Check backend.base_url points at the /v1 root of an OpenAI-compatible "
-                "engine.",
-                status=response.status_code,
-            ) from exc
-        self._models = [_model_info(entry) for entry in data if isinstance(entry, dict)]
+        self._models = self._read("a /models reply", _parse_models, response)
         return self._models
 
     async def _ensure_model(self, model: str) -> None:
@@ -345,16 +374,20 @@ class OpenAICompatBackend(Backend):
         splitter = ThinkSplitter()
         answer: list[str] = []
         finish: str | None = None
-        usage: dict[str, Any] = {}
+        usage: tuple[int | None, int | None] = (None, None)
+        produced = 0  # characters of answer and reasoning received
         logger.info("POST %s/%s model=%s", self.base_url, path, model)
         response = await self._open_stream(path, body, model=model)
+        # An engine that ignored "stream": true answers with one JSON body, read whole before
+        # it is parsed; a stream has ended properly only once [DONE] arrives.
+        ended = "json" in response.headers.get("content-type", "")
         try:
             lines = within_deadline(response.aiter_lines(), deadline, self._timeout_error)
-            if "json" in response.headers.get("content-type", ""):
-                events = _whole_reply(lines)  # an engine that ignored "stream": true
-            else:
-                events = sse_data(lines)
+            events = _whole_reply(lines) if ended else sse_data(lines, keep_done=True)
             async for payload in events:
+                if payload == SSE_DONE:
+                    ended = True
+                    break
                 try:
                     event = json.loads(payload)
                 except ValueError:
@@ -368,18 +401,15 @@ class OpenAICompatBackend(Backend):
                         f"{_message_from_body(event) or payload[:_MAX_ERROR_CHARS]}",
                         hint="Read the engine's log; retry, or shorten the prompt.",
                     )
-                if isinstance(event.get("usage"), dict):
-                    usage = event["usage"]
-                for choice in event.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    text = delta.get("content")
-                    if text is None:
-                        text = choice.get("text")  # /v1/completions
-                    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-                    thinking, content = splitter.feed(text or "")
+                chunk = self._read("a stream chunk", _parse_chunk, event)
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for text, reasoning, finish_reason in chunk.choices:
+                    thinking, content = splitter.feed(text)
                     thinking = reasoning + thinking
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
+                    produced += len(text) + len(reasoning)
+                    if finish_reason:
+                        finish = finish_reason
                     if content or thinking:
                         answer.append(content)
                         yield ChatChunk(content=content, thinking=thinking)
@@ -390,6 +420,8 @@ class OpenAICompatBackend(Backend):
             with anyio.move_on_after(5, shield=True):
                 await response.aclose()
 
+        if finish is None and (not ended or not produced):
+            self._raise_no_answer(produced, ended)
         thinking, content = splitter.flush()
         answer.append(content)
         parsed = None
@@ -400,10 +432,26 @@ class OpenAICompatBackend(Backend):
             thinking=thinking,
             done=True,
             finish_reason=finish,
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
             parsed=parsed,
         )
+
+    def _raise_no_answer(self, produced: int, ended: bool) -> NoReturn:
+        """The stream stopped without a ``finish_reason``: say so, and the likely cause."""
+        markers = "no finish_reason" if ended else "no finish_reason and no [DONE]"
+        if not produced:
+            message = (
+                f"the engine at {self.base_url} ended the stream without an answer "
+                f"({markers}); the prompt may exceed its context window."
+            )
+        else:
+            message = (
+                f"the engine at {self.base_url} ended the stream after {produced} characters, "
+                f"before finishing the answer ({markers}); the prompt and answer may exceed "
+                "its context window, or the engine failed."
+            )
+        raise UpstreamError(message, hint=CONTEXT_HINT)
 
     def _body(
         self,
@@ -501,7 +549,7 @@ class OpenAICompatBackend(Backend):
             raise self._timeout_error() from None
         if response.status_code >= 400:
             await self._error(response, model=model)
-        raw = response.json()
+        raw = self._read("an embeddings reply", _json_body, response)
         entries = raw.get("data", raw) if isinstance(raw, dict) else raw
         if not isinstance(entries, list) or len(entries) != len(texts):
             got = len(entries) if isinstance(entries, list) else "no"
@@ -509,8 +557,7 @@ class OpenAICompatBackend(Backend):
                 f"the engine at {self.base_url} returned {got} embeddings for {len(texts)} texts.",
                 hint="Check the engine serves an embedding-capable model.",
             )
-        entries = sorted(entries, key=lambda e: e.get("index", 0))
-        vectors = [e["embedding"] for e in entries]
+        vectors = self._read("embeddings", _parse_embeddings, entries)
         if not any(is_per_token(v) for v in vectors):
             return Embeddings(model=model, vectors=vectors)
         if self.settings.embed_pooling == "none":
@@ -521,7 +568,7 @@ class OpenAICompatBackend(Backend):
                 "--pooling mean), or set backend.embed_pooling = 'mean' "
                 "(LOCALMCP_BACKEND__EMBED_POOLING=mean) to pool here.",
             )
-        pooled = [mean_pool(v) if is_per_token(v) else v for v in vectors]
+        pooled = self._read("embeddings", _pool, vectors)
         return Embeddings(model=model, vectors=pooled, pooling="mean")
 
     async def rerank(self, model: str, query: str, documents: list[str]) -> list[float]:
@@ -540,16 +587,175 @@ class OpenAICompatBackend(Backend):
             )
         if response.status_code >= 400:
             await self._error(response, model=model)
-        raw = response.json()
-        results = raw.get("results", raw.get("data", [])) if isinstance(raw, dict) else raw
-        scores = [0.0] * len(documents)
-        for item in results:
-            scores[int(item["index"])] = float(item.get("relevance_score", item.get("score", 0.0)))
-        return scores
+        raw = self._read("a rerank reply", _json_body, response)
+        return self._read("rerank results", _parse_rerank, raw, len(documents))
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         await self._client.aclose()
+
+
+# -- reading replies (every one of these runs inside OpenAICompatBackend._read) ----------------
+
+
+class _Malformed(ValueError):
+    """A reply of the wrong shape; the message says what was wrong, for ``_read``."""
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+def _json_body(response: httpx.Response) -> Any:
+    """The JSON body of a (read) response; ``_Malformed`` quoting its start if it is not."""
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type") or "no content type"
+        raise _Malformed(
+            f"a body that is not JSON ({kind}): {_describe(response.text[:200])}"
+        ) from None
+
+
+def _parse_models(response: httpx.Response) -> list[ModelInfo]:
+    raw = _json_body(response)
+    if not isinstance(raw, dict) or not isinstance(raw.get("data", []), list):
+        raise _Malformed(f"not an OpenAI model list: {_describe(raw)}")
+    return [_model_info(entry) for entry in raw.get("data", []) if isinstance(entry, dict)]
+
+
+@dataclass
+class _Chunk:
+    """What one streamed event carries: usage if any, and (text, reasoning, finish) per choice."""
+
+    usage: tuple[int | None, int | None] | None = None
+    choices: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+
+def _optional_str(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _Malformed(f"{where} is {_describe(value)}, not a string")
+    return value
+
+
+def _token_count(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _Malformed(f"{where} is {_describe(value)}, not a token count")
+    return value
+
+
+def _parse_chunk(event: dict[str, Any]) -> _Chunk:
+    """One SSE event (or a whole reply whose messages were renamed ``delta``)."""
+    chunk = _Chunk()
+    usage = event.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise _Malformed(f"usage is {_describe(usage)}, not an object")
+        chunk.usage = (
+            _token_count(usage.get("prompt_tokens"), "usage.prompt_tokens"),
+            _token_count(usage.get("completion_tokens"), "usage.completion_tokens"),
+        )
+    choices = event.get("choices") or []
+    if not isinstance(choices, list):
+        raise _Malformed(f"choices is {_describe(choices)}, not a list")
+    for index, choice in enumerate(choices):
+        where = f"choices[{index}]"
+        if not isinstance(choice, dict):
+            raise _Malformed(f"{where} is {_describe(choice)}, not an object")
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise _Malformed(f"{where}.delta is {_describe(delta)}, not an object")
+        text = _optional_str(delta.get("content"), f"{where}.delta.content")
+        if delta.get("content") is None:
+            text = _optional_str(choice.get("text"), f"{where}.text")  # /v1/completions
+        reasoning = _optional_str(
+            delta.get("reasoning_content") or delta.get("reasoning"), f"{where}.delta.reasoning"
+        )
+        finish = _optional_str(choice.get("finish_reason"), f"{where}.finish_reason") or None
+        chunk.choices.append((text, reasoning, finish))
+    return chunk
+
+
+def _number_row(values: Any, where: str) -> list[float]:
+    """A non-empty list of finite numbers, as floats."""
+    if not isinstance(values, list) or not values:
+        raise _Malformed(f"{where} is {_describe(values)}, not a non-empty list of numbers")
+    for value in values:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise _Malformed(f"{where} holds {_describe(value)}, not a number")
+    row = [float(value) for value in values]
+    if not all(math.isfinite(value) for value in row):
+        raise _Malformed(f"{where} contains NaN or infinity")
+    return row
+
+
+def _parse_embeddings(entries: list[Any]) -> list[Any]:
+    """One vector (or list of token vectors) per entry, in ``index`` order, all checked."""
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise _Malformed(f"embedding entry {position} is {_describe(entry)}, not an object")
+        if "embedding" not in entry:
+            raise _Malformed(f"embedding entry {position} has no 'embedding' field")
+    indices = [entry.get("index", position) for position, entry in enumerate(entries)]
+    if any(not isinstance(i, int) or isinstance(i, bool) for i in indices) or sorted(
+        indices
+    ) != list(range(len(entries))):
+        raise _Malformed(f"the entries' index fields are {_describe(indices)}, not 0 to n-1")
+    by_index = {index: entry for index, entry in zip(indices, entries, strict=True)}
+    vectors: list[Any] = []
+    width: int | None = None
+    for index in range(len(entries)):
+        raw = by_index[index]["embedding"]
+        where = f"embedding {index}"
+        if is_per_token(raw):
+            vector: Any = [_number_row(token, f"{where} (a token vector)") for token in raw]
+            if len({len(token) for token in vector}) > 1:
+                raise _Malformed(f"{where} has token vectors of different lengths")
+            size = len(vector[0])
+        else:
+            vector = _number_row(raw, where)
+            size = len(vector)
+        if width is not None and size != width:
+            raise _Malformed(f"vectors of different lengths ({width} and {size}) in one batch")
+        width = size
+        vectors.append(vector)
+    return vectors
+
+
+def _pool(vectors: list[Any]) -> list[list[float]]:
+    """Mean-pool the per-token vectors of a checked batch; the rest pass through."""
+    pooled = [mean_pool(v) if is_per_token(v) else v for v in vectors]
+    if not all(math.isfinite(x) for vector in pooled for x in vector):
+        raise _Malformed("token vectors whose mean is not finite")
+    return pooled
+
+
+def _parse_rerank(raw: Any, count: int) -> list[float]:
+    """One score per document, in document order."""
+    results = raw.get("results", raw.get("data", [])) if isinstance(raw, dict) else raw
+    if not isinstance(results, list):
+        raise _Malformed(f"results is {_describe(results)}, not a list")
+    scores = [0.0] * count
+    for item in results:
+        if not isinstance(item, dict):
+            raise _Malformed(f"a result is {_describe(item)}, not an object")
+        index = item.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+            raise _Malformed(f"a result has index {_describe(index)} for {count} documents")
+        score = item.get("relevance_score", item.get("score", 0.0))
+        if not isinstance(score, int | float) or isinstance(score, bool):
+            raise _Malformed(f"result {index} has score {_describe(score)}, not a number")
+        if not math.isfinite(score):
+            raise _Malformed(f"result {index} has a score that is NaN or infinite")
+        scores[index] = float(score)
+    return scores
 
 
 # -- helpers ----------------------------------------------------------------------------------

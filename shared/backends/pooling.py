@@ -18,11 +18,17 @@ def is_per_token(vector: object) -> bool:
 
 
 def l2_normalise(vector: Sequence[float]) -> list[float]:
-    """``vector`` scaled to length 1 (a zero vector is returned unchanged)."""
-    norm = math.sqrt(math.fsum(x * x for x in vector))
-    if norm == 0.0:
+    """``vector`` scaled to length 1 (a zero vector is returned unchanged).
+
+    Components are first divided by the largest magnitude, so squaring very large (or very
+    small) values cannot overflow to infinity (or underflow to zero).
+    """
+    scale = max((abs(x) for x in vector), default=0.0)
+    if scale == 0.0:
         return list(vector)
-    return [x / norm for x in vector]
+    scaled = [x / scale for x in vector]
+    norm = math.sqrt(math.fsum(x * x for x in scaled))
+    return [x / norm for x in scaled]
 
 
 def mean_pool(token_vectors: Sequence[Sequence[float]]) -> list[float]:
@@ -33,5 +39,6 @@ def mean_pool(token_vectors: Sequence[Sequence[float]]) -> list[float]:
     if any(len(v) != width for v in token_vectors):
         raise ValueError("token vectors differ in length")
     count = len(token_vectors)
-    sums = [math.fsum(column) for column in zip(*token_vectors, strict=True)]
-    return l2_normalise([s / count for s in sums])
+    # Dividing before summing keeps the mean finite however large the components are.
+    means = [math.fsum(x / count for x in column) for column in zip(*token_vectors, strict=True)]
+    return l2_normalise(means)

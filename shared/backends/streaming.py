@@ -13,12 +13,17 @@ THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
 
-async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+SSE_DONE = "[DONE]"
+
+
+async def sse_data(lines: AsyncIterator[str], *, keep_done: bool = False) -> AsyncIterator[str]:
     """Yield the ``data`` payload of each Server-Sent Event until ``[DONE]`` or the end.
 
     Lines that are not ``data:`` fields (comments and keep-alive pings starting with ``:``,
     ``event:``, ``id:``, ``retry:``) are skipped; several ``data:`` lines of one event are
-    joined with newlines, as the SSE specification says.
+    joined with newlines, as the SSE specification says. With ``keep_done`` the ``[DONE]``
+    marker itself is yielded last (as ``SSE_DONE``), so a caller can tell a stream the engine
+    finished from one that merely stopped.
     """
     pending: list[str] = []
     async for raw in lines:
@@ -27,7 +32,9 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             if pending:
                 payload = "\n".join(pending)
                 pending = []
-                if payload.strip() == "[DONE]":
+                if payload.strip() == SSE_DONE:
+                    if keep_done:
+                        yield SSE_DONE
                     return
                 yield payload
             continue
@@ -37,8 +44,10 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         pending.append(value[1:] if value.startswith(" ") else value)
     if pending:
         payload = "\n".join(pending)
-        if payload.strip() != "[DONE]":
+        if payload.strip() != SSE_DONE:
             yield payload
+        elif keep_done:
+            yield SSE_DONE
 
 
 async def within_deadline(

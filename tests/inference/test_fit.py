@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from localmcp.servers.inference import fit
@@ -182,3 +184,42 @@ def test_nvml_reports_a_gpu_or_nothing_never_an_error() -> None:
     else:
         measured = fit.nvml_memory()
         assert measured is None or measured.total > 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("parameters", 0), ("layers", 0), ("kv_heads", -1), ("head_dim", 0)],
+)
+def test_non_positive_architecture_facts_are_refused(field: str, value: int) -> None:
+    arch = dataclasses.replace(ARCH_32B, **{field: value})
+    with pytest.raises(BadInput, match=field):
+        fit.fit(arch, quantization="Q4_K_M", context=8192, kv_cache="f16", gpu=card(24))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("gpu_memory_gb", float("inf"), "finite"),
+        ("gpu_memory_gb", float("nan"), "finite"),
+        ("gpu_memory_gb", 1e308, "at most"),
+        ("gpu_memory_gb", 0, "at least"),
+        ("parameters_billions", 1e-12, "at least"),
+        ("parameters_billions", 1e300, "at most"),
+        ("context", 10**40, "at most"),
+        ("layers", 10**400, "at most"),
+    ],
+    ids=["inf", "nan", "1e308", "zero", "1e-12", "1e300", "1e40-tokens", "1e400-layers"],
+)
+def test_check_argument_refuses_non_finite_and_out_of_range_numbers(
+    name: str, value: float, needle: str
+) -> None:
+    with pytest.raises(BadInput) as info:
+        fit.check_argument(name, value)
+    assert name in str(info.value) and needle in str(info.value)
+    assert info.value.hint
+
+
+def test_check_argument_passes_sensible_values_and_none() -> None:
+    assert fit.check_argument("gpu_memory_gb", 24) == 24
+    assert fit.check_argument("parameters_billions", 0.135) == 0.135
+    assert fit.check_argument("layers", None) is None

@@ -14,13 +14,15 @@ import anyio
 import jsonschema
 import pytest
 from fixtures.ollama_fixture import FakeOllama, fake_ollama, ollama_server
+from fixtures.openai_fixture import MODEL as OPENAI_MODEL
+from fixtures.openai_fixture import FakeOpenAI, fake_openai, openai_server
 from mcp import Client
 
 from localmcp.engine import LlamaEngine
 from localmcp.servers.inference.server import build_server
 from localmcp.shared.config import Settings
 
-__all__ = ["fake_ollama", "ollama_server"]
+__all__ = ["fake_ollama", "fake_openai", "ollama_server", "openai_server"]
 
 EXPECTED_TOOLS = {
     "list_models",
@@ -58,7 +60,7 @@ class Session:
         result = await self.client.call_tool(name, args, progress_callback=self._on_progress)
         assert result.is_error, result.structured_content
         text = result.content[0].text  # type: ignore[union-attr]
-        assert "Traceback" not in text
+        assert "Traceback" not in text and "localmcp bug" not in text
         return text
 
 
@@ -320,6 +322,46 @@ async def test_fit_model_with_explicit_architecture_needs_no_model_name() -> Non
         assert report["sources"]["layers"] == "argument" and report["fits"]
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({"gpu_memory_gb": 1e308}, "gpu_memory_gb"),
+        ({"gpu_memory_gb": 24, "parameters_billions": 1e-12}, "parameters_billions"),
+        ({"gpu_memory_gb": 24, "context": 10**40}, "context"),
+        ({"gpu_memory_gb": 24, "layers": 10**30}, "layers"),
+    ],
+    ids=["huge-gpu", "tiny-model", "huge-context", "huge-layers"],
+)
+async def test_fit_model_refuses_absurd_numbers_clearly(args: dict[str, Any], needle: str) -> None:
+    settings = _settings(kind="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1")
+    async with session(settings) as s:
+        message = await s.error("fit_model", {"model": "qwen2.5:7b", **args})
+        assert needle in message
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({"gpu_memory_gb": float("inf")}, "must be a finite number"),
+        ({"gpu_memory_gb": 1e308}, "must be at most"),
+        ({"gpu_memory_gb": 24, "parameters_billions": 1e-12}, "must be at least"),
+    ],
+    ids=["infinite-gpu", "huge-gpu", "tiny-model"],
+)
+async def test_fit_model_core_refuses_what_the_tool_schema_would(
+    args: dict[str, Any], needle: str
+) -> None:
+    # Clients that send JSON's non-standard Infinity, or call the core directly.
+    from localmcp.servers.inference.service import InferenceService
+    from localmcp.shared.errors import BadInput
+
+    settings = _settings(kind="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1")
+    service = InferenceService(settings)
+    with pytest.raises(BadInput, match=needle):
+        await service.fit_model(model="qwen2.5:7b", **args)
+    await service.aclose()
+
+
 # -- faults --------------------------------------------------------------------------------
 
 
@@ -430,6 +472,41 @@ async def test_engine_failing_mid_stream_is_a_tool_error(
         fake_ollama.fail_after_chunks = 1
         message = await ollama.error("chat", {"prompt": "one two three"})
         assert "llama runner process has terminated" in message
+
+
+@pytest.fixture
+def on_scripted_openai(fake_openai: FakeOpenAI) -> Settings:
+    return _settings(kind="openai", base_url=fake_openai.base_url, model=OPENAI_MODEL)
+
+
+async def test_openai_engine_ending_the_stream_early_is_a_tool_error(
+    on_scripted_openai: Settings, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.deltas = []
+    fake_openai.end_early = True
+    async with session(on_scripted_openai) as s:
+        for tool in ("chat", "generate"):
+            message = await s.error(tool, {"prompt": "x " * 5000})
+            assert "without an answer" in message and "context window" in message
+
+
+async def test_self_referencing_schema_is_refused_before_the_engine_is_asked(
+    on_scripted_openai: Settings, fake_openai: FakeOpenAI
+) -> None:
+    async with session(on_scripted_openai) as s:
+        for schema in ({"$ref": "#"}, {"$ref": "https://example.com/s.json"}):
+            message = await s.error("chat", {"prompt": "x", "json_schema": schema})
+            assert "json_schema" in message
+    assert not any(path.endswith("/completions") for path, _ in fake_openai.requests)
+
+
+async def test_openai_engine_sending_nan_embeddings_is_a_tool_error(
+    on_scripted_openai: Settings, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.embed_body = {"data": [{"index": 0, "embedding": [float("nan"), 0.5]}]}
+    async with session(on_scripted_openai) as s:
+        message = await s.error("embed", {"texts": ["hi"]})
+        assert fake_openai.base_url in message and "NaN" in message
 
 
 async def test_client_cancelling_a_call_closes_the_engine_stream(

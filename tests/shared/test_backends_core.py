@@ -142,3 +142,86 @@ def test_check_schema_refuses_non_objects_and_invalid_schemas() -> None:
     with pytest.raises(BadInput, match="not a valid JSON Schema"):
         check_schema({"type": "no-such-type"})
     assert check_schema(SCHEMA) is SCHEMA
+
+
+CYCLE = {
+    "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}},
+    "type": "object",
+    "properties": {"x": {"$ref": "#/$defs/a"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("schema", "needle"),
+    [
+        ({"$ref": "#"}, "never descending"),
+        (CYCLE, "never descending"),
+        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "never descending"),
+        ({"properties": {"x": {"$ref": "#/$defs/missing"}}}, "#/$defs/missing"),
+        ({"$ref": "#nowhere"}, "#nowhere"),
+        ({"$ref": "https://example.com/schema.json"}, "not inside the schema"),
+        ({"items": {"$ref": "other.json#/x"}}, "not inside the schema"),
+        ({"$ref": 7}, "7 is not of type 'string'"),
+    ],
+    ids=[
+        "self",
+        "cycle",
+        "self-def",
+        "missing-def",
+        "missing-anchor",
+        "remote",
+        "relative",
+        "non-string",
+    ],
+)
+def test_check_schema_refuses_unusable_refs_up_front(
+    schema: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(BadInput) as info:
+        check_schema(schema)
+    assert needle in str(info.value)
+    assert info.value.hint
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}},
+        {
+            "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}},
+            "$ref": "#/$defs/node",
+        },
+        {"$defs": {"a b": {"$anchor": "item", "type": "string"}}, "items": {"$ref": "#item"}},
+        {"$defs": {"x/y": {"type": "integer"}}, "properties": {"v": {"$ref": "#/$defs/x~1y"}}},
+        {"definitions": {"n": {"type": "number"}}, "anyOf": [{"$ref": "#/definitions/n"}]},
+    ],
+    ids=["tree", "linked-list", "anchor", "escaped-pointer", "draft7-definitions"],
+)
+def test_check_schema_keeps_recursive_schemas_that_descend(schema: dict[str, object]) -> None:
+    assert check_schema(schema) is schema
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [{"$ref": "#"}, {"$ref": "#/$defs/missing"}, {"$ref": "https://example.com/s.json"}],
+    ids=["self", "missing", "remote"],
+)
+def test_validate_reply_turns_unusable_schemas_into_bad_input(schema: dict[str, object]) -> None:
+    with pytest.raises(BadInput, match="json_schema cannot be used"):
+        validate_reply('{"a": 1}', schema, model="m")
+
+
+async def test_sse_keep_done_yields_the_marker_so_a_cut_stream_can_be_told_apart() -> None:
+    finished = await _all(
+        sse_data(_lines('data: {"a": 1}', "", "data: [DONE]", ""), keep_done=True)
+    )
+    assert finished == ['{"a": 1}', "[DONE]"]
+    unterminated = await _all(sse_data(_lines("data: [DONE]"), keep_done=True))
+    assert unterminated == ["[DONE]"]
+    cut = await _all(sse_data(_lines('data: {"a": 1}', ""), keep_done=True))
+    assert cut == ['{"a": 1}']
+
+
+def test_pooling_huge_components_stays_finite() -> None:
+    assert l2_normalise([1e200, 1e200]) == pytest.approx([math.sqrt(0.5)] * 2)
+    assert mean_pool([[1e308, 0.0], [1e308, 0.0]]) == pytest.approx([1.0, 0.0])

@@ -367,3 +367,148 @@ async def test_api_key_is_sent_as_bearer_token(fake_openai: FakeOpenAI) -> None:
     assert await backend.list_models() == []
     assert seen == ["Bearer sk-local"]
     await backend.aclose()
+
+
+# -- streams that end without an answer ------------------------------------------------------
+
+
+async def test_stream_ending_without_finish_or_done_is_an_upstream_error(
+    scripted: OpenAICompatBackend, fake_openai: FakeOpenAI
+) -> None:
+    # llama-cpp-python with a prompt longer than its context: the role chunk, then nothing.
+    fake_openai.deltas = []
+    fake_openai.end_early = True
+    with pytest.raises(UpstreamError) as info:
+        await scripted.chat(MODEL, USER)
+    message = str(info.value)
+    assert "ended the stream without an answer" in message
+    assert fake_openai.base_url in message and "context window" in message
+    assert "--n_ctx" in message and "-c" in message
+    with pytest.raises(UpstreamError, match="without an answer"):
+        async for _ in scripted.generate_stream(MODEL, "x " * 50):
+            pass
+
+
+async def test_stream_cut_off_mid_answer_is_an_upstream_error(
+    scripted: OpenAICompatBackend, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.end_early = True
+    with pytest.raises(UpstreamError, match="before finishing the answer") as info:
+        await scripted.chat(MODEL, USER)
+    assert "context window" in str(info.value)
+
+
+async def test_stream_with_done_but_no_choices_is_an_upstream_error(
+    scripted: OpenAICompatBackend, fake_openai: FakeOpenAI
+) -> None:
+    import httpx
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"object": "list", "data": []})
+        body = b": ping\n\ndata: [DONE]\n\n"
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    backend = OpenAICompatBackend(fake_openai.base_url, transport=httpx.MockTransport(handler))
+    with pytest.raises(UpstreamError, match="without an answer"):
+        await backend.chat(MODEL, USER)
+    await backend.aclose()
+
+
+@pytest.mark.engine
+async def test_real_engine_prompt_beyond_the_context_is_a_clear_error(
+    real: OpenAICompatBackend, llama_engine: LlamaEngine
+) -> None:
+    # llama-cpp-python logs "Requested tokens (...) exceed context window of 2048" and ends
+    # the stream after the role chunk, with no finish_reason and no [DONE].
+    prompt = [ChatMessage(role="user", content="x " * 5000)]
+    with pytest.raises(UpstreamError) as info:
+        await real.chat(llama_engine.model, prompt, GenerationOptions(max_tokens=4))
+    message = str(info.value)
+    assert "without an answer" in message and "context window" in message
+    assert llama_engine.base_url in message
+
+
+# -- malformed engine replies ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("<html><body>502 Bad Gateway</body></html>", "not JSON"),
+        ({"data": [{"object": "embedding", "index": 0}]}, "no 'embedding'"),
+        ({"data": ["0.1 0.2", "0.3 0.4"]}, "not an object"),
+        ({"data": [{"index": 0, "embedding": [[1.0, 2.0], [1.0]]}]}, "different lengths"),
+        ({"data": [{"index": 0, "embedding": [float("nan"), 1.0]}]}, "NaN or infinity"),
+        ({"data": [{"index": 0, "embedding": [float("inf"), 1.0]}]}, "NaN or infinity"),
+        ({"data": [{"index": 0, "embedding": ["a", "b"]}]}, "not a number"),
+        ({"data": [{"index": 0, "embedding": []}]}, "empty"),
+        (
+            {"data": [{"index": 0, "embedding": [1.0, 0.0]}, {"index": 1, "embedding": [1.0]}]},
+            "different lengths",
+        ),
+        (
+            {"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]},
+            "index",
+        ),
+    ],
+    ids=[
+        "html",
+        "no-embedding",
+        "strings",
+        "ragged-tokens",
+        "nan",
+        "inf",
+        "non-numbers",
+        "empty-vector",
+        "ragged-texts",
+        "duplicate-index",
+    ],
+)
+async def test_malformed_embeddings_are_upstream_errors_naming_the_engine(
+    scripted: OpenAICompatBackend, fake_openai: FakeOpenAI, body: Any, needle: str
+) -> None:
+    fake_openai.embed_body = body
+    with pytest.raises(UpstreamError) as info:
+        await scripted.embed_batch(MODEL, ["one", "two"][: max(1, _count(body))])
+    message = str(info.value)
+    assert f"the engine at {fake_openai.base_url} sent" in message
+    assert "localmcp cannot read" in message and needle in message
+
+
+def _count(body: Any) -> int:
+    return len(body["data"]) if isinstance(body, dict) else 1
+
+
+@pytest.mark.parametrize(
+    ("setup", "needle"),
+    [
+        ({"raw_events": [{"choices": [{"index": 0, "delta": "oops"}]}]}, "delta"),
+        ({"raw_events": [{"choices": "all of them"}]}, "choices"),
+        ({"raw_events": [{"choices": [{"delta": {"content": 7}}]}]}, "content"),
+        ({"usage": {"prompt_tokens": "many", "completion_tokens": 2}}, "prompt_tokens"),
+    ],
+    ids=["delta-string", "choices-string", "content-number", "usage-string"],
+)
+async def test_malformed_stream_chunks_are_upstream_errors_naming_the_engine(
+    scripted: OpenAICompatBackend, fake_openai: FakeOpenAI, setup: dict[str, Any], needle: str
+) -> None:
+    for key, value in setup.items():
+        setattr(fake_openai, key, value)
+    with pytest.raises(UpstreamError) as info:
+        await scripted.chat(MODEL, USER)
+    message = str(info.value)
+    assert f"the engine at {fake_openai.base_url} sent" in message
+    assert "localmcp cannot read" in message and needle in message
+
+
+async def test_malformed_rerank_results_are_upstream_errors(fake_openai: FakeOpenAI) -> None:
+    import httpx
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"results": [{"index": 7, "relevance_score": 0.5}]})
+
+    backend = OpenAICompatBackend(fake_openai.base_url, transport=httpx.MockTransport(handler))
+    with pytest.raises(UpstreamError, match=r"localmcp cannot read.*index 7"):
+        await backend.rerank(MODEL, "q", ["d"])
+    await backend.aclose()
