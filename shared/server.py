@@ -58,21 +58,25 @@ def create_server(
     )
 
 
-def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Wrap a tool so every failure reaches the client as an actionable MCP tool error."""
+def _translated(
+    fn: Callable[P, Awaitable[R]], kind: str, error: type[Exception], missing: type[Exception]
+) -> Callable[P, Awaitable[R]]:
+    """``fn`` with every failure raised as ``error`` (``missing`` for ``NotFound``): a
+    ``LocalMCPError`` keeps its message and hint, anything else is logged with its traceback
+    and named as a bug."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
-        except ToolError:
+        except (error, missing):
             raise
         except LocalMCPError as exc:
-            logger.info("tool %s failed: %s", fn.__name__, exc)
-            raise ToolError(str(exc)) from exc
+            logger.info("%s %s failed: %s", kind, fn.__name__, exc)
+            raise (missing if isinstance(exc, NotFound) else error)(str(exc)) from exc
         except Exception as exc:
-            logger.exception("tool %s raised an unexpected error", fn.__name__)
-            raise ToolError(
+            logger.exception("%s %s raised an unexpected error", kind, fn.__name__)
+            raise error(
                 f"internal error in {fn.__name__}: {type(exc).__name__}: {exc}. "
                 "This is a localmcp bug; the server log (stderr) has the traceback."
             ) from exc
@@ -80,28 +84,14 @@ def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
+def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Wrap a tool so every failure reaches the client as an actionable MCP tool error."""
+    return _translated(fn, "tool", ToolError, ToolError)
+
+
 def resource_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Wrap a resource reader: a missing thing is "not found", other failures keep their text."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except (ResourceError, ResourceNotFoundError):
-            raise
-        except NotFound as exc:
-            raise ResourceNotFoundError(str(exc)) from exc
-        except LocalMCPError as exc:
-            logger.info("resource %s failed: %s", fn.__name__, exc)
-            raise ResourceError(str(exc)) from exc
-        except Exception as exc:
-            logger.exception("resource %s raised an unexpected error", fn.__name__)
-            raise ResourceError(
-                f"internal error reading {fn.__name__}: {type(exc).__name__}: {exc}. "
-                "This is a localmcp bug; the server log (stderr) has the traceback."
-            ) from exc
-
-    return wrapper
+    return _translated(fn, "resource", ResourceError, ResourceNotFoundError)
 
 
 class ProgressReporter:

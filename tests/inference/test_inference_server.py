@@ -6,17 +6,16 @@ Every successful result is validated against the tool's declared output schema.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
-import jsonschema
 import pytest
+from fixtures.mcp_session import Session
+from fixtures.mcp_session import session as mcp_session
 from fixtures.ollama_fixture import FakeOllama, fake_ollama, ollama_server
 from fixtures.openai_fixture import MODEL as OPENAI_MODEL
 from fixtures.openai_fixture import FakeOpenAI, fake_openai, openai_server
-from mcp import Client
 
 from localmcp.engine import LlamaEngine
 from localmcp.servers.inference.server import build_server
@@ -36,44 +35,13 @@ EXPECTED_TOOLS = {
 }
 
 
-class Session:
-    """An in-memory client plus the tools' schemas, validating every structured result."""
-
-    def __init__(self, client: Client, tools: dict[str, Any]) -> None:
-        self.client = client
-        self.tools = tools
-        self.progress: list[tuple[float, float | None, str | None]] = []
-
-    async def _on_progress(self, done: float, total: float | None, message: str | None) -> None:
-        self.progress.append((done, total, message))
-
-    async def ok(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        result = await self.client.call_tool(name, args, progress_callback=self._on_progress)
-        assert not result.is_error, result.content
-        schema = self.tools[name].output_schema
-        assert schema is not None
-        jsonschema.validate(result.structured_content, schema)
-        assert result.structured_content is not None
-        return result.structured_content
-
-    async def error(self, name: str, args: dict[str, Any]) -> str:
-        result = await self.client.call_tool(name, args, progress_callback=self._on_progress)
-        assert result.is_error, result.structured_content
-        text = result.content[0].text  # type: ignore[union-attr]
-        assert "Traceback" not in text and "localmcp bug" not in text
-        return text
-
-
 def _settings(**backend: Any) -> Settings:
     return Settings(backend=backend)
 
 
-@asynccontextmanager
-async def session(settings: Settings) -> AsyncIterator[Session]:
-    """A connected in-memory client (opened and closed inside one test's task)."""
-    async with Client(build_server(settings)) as client:
-        tools = {t.name: t for t in (await client.list_tools()).tools}
-        yield Session(client, tools)
+def session(settings: Settings) -> AbstractAsyncContextManager[Session]:
+    """A connected in-memory client of the inference server built from ``settings``."""
+    return mcp_session(build_server(settings))
 
 
 @pytest.fixture

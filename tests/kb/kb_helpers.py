@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import corpora
-import jsonschema
-from mcp import Client
 
 from localmcp.shared.documents import chunk_document, load_document
 
@@ -59,41 +54,3 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text, encoding="utf-8")
     return path
-
-
-class Session:
-    """An in-memory MCP client that validates every structured result against its schema."""
-
-    def __init__(self, client: Client, tools: dict[str, Any]) -> None:
-        self.client = client
-        self.tools = tools
-        self.progress: list[tuple[float, float | None, str | None]] = []
-
-    async def _on_progress(self, done: float, total: float | None, message: str | None) -> None:
-        self.progress.append((done, total, message))
-
-    async def ok(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Call a tool that must succeed; returns its validated structured content."""
-        result = await self.client.call_tool(name, args, progress_callback=self._on_progress)
-        assert not result.is_error, result.content
-        schema = self.tools[name].output_schema
-        assert schema is not None, f"{name} has no output schema"
-        assert result.structured_content is not None
-        jsonschema.validate(result.structured_content, schema)
-        return result.structured_content
-
-    async def error(self, name: str, args: dict[str, Any]) -> str:
-        """Call a tool that must fail; returns the error text."""
-        result = await self.client.call_tool(name, args, progress_callback=self._on_progress)
-        assert result.is_error, result.structured_content
-        text = result.content[0].text  # type: ignore[union-attr]
-        assert "Traceback" not in text
-        return text
-
-
-@asynccontextmanager
-async def session(server: Any) -> AsyncIterator[Session]:
-    """A connected in-memory client of ``server``."""
-    async with Client(server) as client:
-        tools = {t.name: t for t in (await client.list_tools()).tools}
-        yield Session(client, tools)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kb_helpers import session, write
+from fixtures.mcp_session import session
+from kb_helpers import write
 
 from localmcp.servers.kb.server import build_server
 from localmcp.servers.kb.service import KnowledgeBase
