@@ -6,7 +6,8 @@ analyzer and indexes) and filled through raw ``MilvusClient.insert`` in batches,
 manifest row per 10 chunks so every chunk is visible to the kb's search. Then the same queries
 run, interleaved, through:
 
-  (a) raw ``MilvusClient.search`` (BM25, same limit and output fields as the kb) in-process;
+  (a) raw ``MilvusClient.search`` (BM25, same limit and output fields as the kb) in-process,
+      its hits read (id, score, fields) as any caller must: pymilvus decodes them lazily;
   (b) the kb core search function (``localmcp.servers.kb.search.search``) in-process;
   (c) ``kb_search`` in keyword mode through an in-memory MCP client session on the server
       ``build_server`` builds;
@@ -160,6 +161,11 @@ def row(label: str, ms: list[float], base: list[float] | None) -> str:
     return f"  {label:<52} {p50:8.2f} {p95:8.2f}  {ratio}"
 
 
+def read_hits(result: Any) -> list[tuple[Any, float, dict[str, Any]]]:
+    """The hits of a raw search as a caller uses them: id, score and the output fields."""
+    return [(h["id"], h["distance"], dict(h["entity"])) for h in result[0]]
+
+
 async def bench_size(
     tmp: Path, n_chunks: int, dim: int, n_queries: int, profile: bool
 ) -> dict[str, list[float]]:
@@ -190,14 +196,16 @@ async def bench_size(
         )
 
         async def raw_keyword(q: str) -> Any:
-            return client.search(
-                name,
-                data=[q],
-                anns_field="sparse",
-                limit=TOP_K,
-                filter="",
-                output_fields=CHUNK_OUTPUT,
-                search_params={"metric_type": "BM25"},
+            return read_hits(
+                client.search(
+                    name,
+                    data=[q],
+                    anns_field="sparse",
+                    limit=TOP_K,
+                    filter="",
+                    output_fields=CHUNK_OUTPUT,
+                    search_params={"metric_type": "BM25"},
+                )
             )
 
         async def core_keyword(q: str) -> Any:
@@ -222,7 +230,7 @@ async def bench_size(
             paths["c"] = mcp_keyword
             agree = 0
             for q in queries[:50]:
-                raw_ids = [str(h["id"]) for h in (await raw_keyword(q))[0]]
+                raw_ids = [str(hit_id) for hit_id, _, _ in await raw_keyword(q)]
                 core = await core_keyword(q)
                 agree += raw_ids == [
                     f"{h.doc_id}.g0.{h.position}" for h in core.hits
@@ -254,12 +262,14 @@ async def bench_size(
                         limit=TOP_K,
                     ),
                 ]
-                return client.hybrid_search(
-                    name,
-                    requests,
-                    RRFRanker(settings.kb.rrf_k),
-                    limit=TOP_K,
-                    output_fields=CHUNK_OUTPUT,
+                return read_hits(
+                    client.hybrid_search(
+                        name,
+                        requests,
+                        RRFRanker(settings.kb.rrf_k),
+                        limit=TOP_K,
+                        output_fields=CHUNK_OUTPUT,
+                    )
                 )
 
             async def core_hybrid(q: str) -> Any:
