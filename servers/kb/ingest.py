@@ -189,22 +189,46 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
 
 
 def scan_folder(
-    folder: Path, include: Sequence[str], exclude: Sequence[str]
-) -> tuple[list[Path], int]:
-    """Files under ``folder`` matching ``include`` and not ``exclude``; and how many skipped."""
+    folder: Path, include: Sequence[str], exclude: Sequence[str], roots: Sequence[Path] = ()
+) -> tuple[list[Path], list[tuple[str, LocalMCPError]], int]:
+    """Files under ``folder`` matching ``include`` and not ``exclude``; linked folders refused
+    (with why); and how many files were skipped by the globs.
+
+    A linked folder is followed when it leads inside ``roots`` (every real folder is walked
+    once, so a link loop ends); one leading elsewhere is refused, not walked.
+    """
     found: list[Path] = []
+    refused: list[tuple[str, LocalMCPError]] = []
     skipped = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
+    walked: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        walked.add(os.path.realpath(dirpath))
         rel_dir = Path(dirpath).relative_to(folder).as_posix()
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        dirnames[:] = sorted(d for d in dirnames if not _matches(f"{rel_dir}{d}/", exclude))
+        keep: list[str] = []
+        for name in sorted(dirnames):
+            if _matches(f"{rel_dir}{name}/", exclude):
+                continue
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                try:
+                    real = str(resolve_under_roots(path, roots)) if roots else None
+                except (BadInput, NotFound) as exc:
+                    refused.append((path, exc))
+                    continue
+                target = real or os.path.realpath(path)
+                if target in walked:
+                    continue  # a loop, or a folder already walked through another name
+                walked.add(target)
+            keep.append(name)
+        dirnames[:] = keep
         for name in sorted(filenames):
             rel = rel_dir + name
             if _matches(rel, exclude) or not _matches(rel, include):
                 skipped += 1
                 continue
             found.append(Path(dirpath) / name)
-    return found, skipped
+    return found, refused, skipped
 
 
 # --- chunks -------------------------------------------------------------------------------
@@ -453,9 +477,11 @@ async def ingest_paths(
             continue
         if real.is_dir():
             folders.append(real)
-            found, _skipped = await anyio.to_thread.run_sync(
-                lambda r=real: scan_folder(r, settings.include, settings.exclude)
+            found, refused, _skipped = await anyio.to_thread.run_sync(
+                lambda r=real: scan_folder(r, settings.include, settings.exclude, roots)
             )
+            for where, exc in refused:
+                tally.add(_failure(where, exc))
             for path in found:
                 try:
                     canonical = resolve_under_roots(path, roots)

@@ -395,3 +395,26 @@ async def test_html_nested_too_deeply_is_refused_and_the_batch_goes_on(
     reasons = {Path(d.source).name: d.message or "" for d in result.documents}
     assert (result.added, result.failed) == (1, 1)
     assert "nested too deeply" in reasons["deep.html"]
+
+
+async def test_linked_folders_inside_the_roots_are_followed_once_and_links_out_refused(
+    tmp_path: Path, make_settings: Callable[..., Settings], open_kb: OpenKB
+) -> None:
+    root = tmp_path / "root"
+    write(root / "docs" / "a.md", "# A\n\nguillemots")
+    shared = write(root / "shared" / "b.md", "# B\n\nrazorbills")
+    outside = write(tmp_path / "outside" / "c.md", "# C\n\nshags")
+    (root / "docs" / "linked").symlink_to(root / "shared")
+    (root / "docs" / "again").symlink_to(root / "shared")  # a second name for one folder
+    (root / "docs" / "loop").symlink_to(root / "docs")  # would walk for ever
+    (root / "docs" / "out").symlink_to(outside.parent)
+    kb = open_kb(make_settings(allowed_roots=[root]))
+
+    result = await kb.ingest_paths([root / "docs"], collection="docs")
+
+    assert (result.added, result.failed) == (2, 1)
+    assert await _sources(kb) == {str(root / "docs" / "a.md"), str(shared)}
+    (refused,) = [d for d in result.documents if d.status == "failed"]
+    assert refused.source == str(root / "docs" / "out")
+    assert "outside the allowed roots" in (refused.message or "")
+    assert await _hit_sources(kb, "shags") == []
