@@ -510,8 +510,7 @@ class InferenceService:
         return facts, info.quantization, None
 
     async def _gpu(self, gpu_memory_gb: float | None, gpu_index: int) -> fitting.GpuMemory:
-        if gpu_memory_gb is not None:
-            fitting.check_argument("gpu_memory_gb", gpu_memory_gb)
+        if gpu_memory_gb is not None:  # checked with the other numbers in fit_model
             size = int(gpu_memory_gb * fitting.GIB)
             return fitting.GpuMemory(size, None, "gpu_memory_gb argument")
         measured = await anyio.to_thread.run_sync(fitting.nvml_memory, gpu_index)

@@ -96,8 +96,7 @@ class KnowledgeBase:
         first search to report."""
 
         def load() -> None:
-            for listed in self.store.list_collections():
-                self.store.meta(listed.name)
+            for listed in self.store.list_collections():  # which also caches their meta
                 self.store.ensure_loaded(listed.name)
                 self.store.live_generations(listed.name)
 

@@ -455,6 +455,7 @@ class Store:
                 continue
             meta = self._read_meta(name)
             if meta is not None:
+                self._meta[name] = meta
                 metas.append(meta)
         return metas
 

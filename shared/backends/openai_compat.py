@@ -683,17 +683,20 @@ def _parse_chunk(event: dict[str, Any]) -> _Chunk:
     return chunk
 
 
+def _finite(value: Any, where: str) -> float:
+    """``value`` as a float: a JSON number that is neither NaN nor infinite."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _Malformed(f"{where} holds {_describe(value)}, not a number")
+    if not math.isfinite(value):
+        raise _Malformed(f"{where} contains NaN or infinity")
+    return float(value)
+
+
 def _number_row(values: Any, where: str) -> list[float]:
     """A non-empty list of finite numbers, as floats."""
     if not isinstance(values, list) or not values:
         raise _Malformed(f"{where} is {_describe(values)}, not a non-empty list of numbers")
-    for value in values:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise _Malformed(f"{where} holds {_describe(value)}, not a number")
-    row = [float(value) for value in values]
-    if not all(math.isfinite(value) for value in row):
-        raise _Malformed(f"{where} contains NaN or infinity")
-    return row
+    return [_finite(value, where) for value in values]
 
 
 def _parse_embeddings(entries: list[Any]) -> list[Any]:
@@ -750,11 +753,7 @@ def _parse_rerank(raw: Any, count: int) -> list[float]:
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
             raise _Malformed(f"a result has index {_describe(index)} for {count} documents")
         score = item.get("relevance_score", item.get("score", 0.0))
-        if not isinstance(score, int | float) or isinstance(score, bool):
-            raise _Malformed(f"result {index} has score {_describe(score)}, not a number")
-        if not math.isfinite(score):
-            raise _Malformed(f"result {index} has a score that is NaN or infinite")
-        scores[index] = float(score)
+        scores[index] = _finite(score, f"the score of result {index}")
     return scores
 
 
